@@ -1,0 +1,55 @@
+"""The receiver's Flask app factory: verify, size-check, enqueue, acknowledge."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from flask import Flask, Response
+from werkzeug.exceptions import HTTPException
+
+from receiver import collection, health, pushes
+from receiver.errors import ReceiverError
+from receiver.state import ReceiverState
+from shared import redisconn
+from shared.logs import configure_logging
+from shared.settings import Settings, load_or_exit
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, redis_client: redis.Redis | None = None) -> Flask:
+    """Build the receiver; without ``settings`` they are read from the environment (or exit)."""
+    if settings is None:
+        settings = load_or_exit("receiver")
+        configure_logging(settings)
+    client = redis_client or redisconn.connect(settings, socket_timeout=2.0)
+    redisconn.warn_if_not_durable(client)
+
+    app = Flask("receiver")
+    app.config["MAX_CONTENT_LENGTH"] = settings.receiver_max_bytes
+    app.extensions["rainbridge"] = ReceiverState(settings=settings, redis=client)
+    for blueprint in (pushes.bp, collection.bp, health.bp):
+        app.register_blueprint(blueprint)
+    app.register_error_handler(ReceiverError, _receiver_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    return app
+
+
+def _receiver_error(exc: ReceiverError) -> Response:
+    return exc.response()
+
+
+_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
+
+
+def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    code = _CODES.get(status, "bad_request" if status < 500 else "internal_error")
+    return ReceiverError(status, code, exc.description or code).response()
+
+
+def _unexpected_error(exc: Exception) -> Response:
+    log.exception("unexpected error while handling a request")
+    return ReceiverError(500, "internal_error", "unexpected error").response()

@@ -1,0 +1,24 @@
+"""What the receiver's routes share: the settings and the Redis client, built once per app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from flask import Flask
+
+from shared.settings import Settings
+
+
+@dataclass(frozen=True)
+class ReceiverState:
+    """Per-app state, stored in ``app.extensions``."""
+
+    settings: Settings
+    redis: redis.Redis
+
+
+def receiver_state(app: Flask) -> ReceiverState:
+    """The state of the running app."""
+    state: ReceiverState = app.extensions["rainbridge"]
+    return state

@@ -1,0 +1,1 @@
+"""Code both sides use: settings, Redis key names, the push schema."""

@@ -1,0 +1,76 @@
+"""The dead-letter stream: what could not be delivered, with the reason, kept for a retention time."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from shared import keys
+from shared.settings import Settings
+
+#: Reason codes; they double as metric labels.
+INVALID_PAYLOAD = "invalid_payload"
+EVENT_TOO_LARGE = "event_too_large"
+AEP_REJECTED = "aep_rejected"
+DELIVERY_EXHAUSTED = "delivery_exhausted"
+INTERNAL_ERROR = "internal_error"
+
+#: Field order of a dead-letter stream entry; every writer (Lua included) uses this order so
+#: the stream keeps one field list for all entries (Redis then stores field names once).
+FIELDS = ("reason", "detail", "push", "xdm", "transmissionId", "eventType", "attempts", "receivedMs")
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One dead-letter entry as read back from Redis."""
+
+    id: str
+    reason: str
+    detail: Any
+    push: str
+    xdm: str
+    transmission_id: str
+    event_type: str
+    attempts: int
+    received_ms: int
+
+    @property
+    def deadlettered_ms(self) -> int:
+        """When it was dead-lettered: the stream id's time part."""
+        return int(self.id.split("-", 1)[0])
+
+    @classmethod
+    def from_entry(cls, entry_id: str, fields: dict[str, str]) -> DeadLetter:
+        """Parse a stream entry."""
+        detail_raw = fields.get("detail", "")
+        try:
+            detail: Any = json.loads(detail_raw)
+        except ValueError:
+            detail = detail_raw
+        return cls(
+            id=entry_id,
+            reason=fields.get("reason", ""),
+            detail=detail,
+            push=fields.get("push", ""),
+            xdm=fields.get("xdm", ""),
+            transmission_id=fields.get("transmissionId", ""),
+            event_type=fields.get("eventType", ""),
+            attempts=int(fields.get("attempts") or 0),
+            received_ms=int(fields.get("receivedMs") or 0),
+        )
+
+
+def retention_minid(settings: Settings, now_ms: int | None = None) -> str:
+    """The oldest stream id to keep: older dead letters are trimmed as new ones arrive."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    return str(now_ms - settings.deadletter_retention_days * 86_400_000)
+
+
+def read_all(client: redis.Redis, count: int | None = None) -> list[DeadLetter]:
+    """Dead letters, oldest first."""
+    entries = client.xrange(keys.DEADLETTER, count=count)
+    return [DeadLetter.from_entry(entry_id, fields) for entry_id, fields in entries]

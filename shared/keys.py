@@ -1,0 +1,32 @@
+"""Redis key and consumer-group names: the one place both sides agree on where data lives."""
+
+from __future__ import annotations
+
+PREFIX = "rainbridge"
+
+#: Stream of raw pushes, written by the receiver, drained by the ingest stage.
+INBOX = f"{PREFIX}:inbox"
+INBOX_GROUP = "ingest"
+
+#: Stream of ready-to-send AEP messages, written by ingest, drained by the deliver stage.
+OUTBOX = f"{PREFIX}:outbox"
+OUTBOX_GROUP = "deliver"
+
+#: Stream of dead letters: what could not be delivered, with the reason.
+DEADLETTER = f"{PREFIX}:deadletter"
+
+#: Cached AEP access token (JSON) and the lock that lets one process mint it.
+TOKEN = f"{PREFIX}:aep:token"
+TOKEN_LOCK = f"{PREFIX}:aep:token:lock"
+
+#: Present while delivery to AEP is paused for every worker (value: resume time, epoch ms).
+PAUSE = f"{PREFIX}:aep:pause"
+
+
+def seen(event_id: str) -> str:
+    """Dedupe key for an event, from its ``_id`` (SHA-256 hex of the transmissionId).
+
+    The first 32 hex digits (128 bits) keep the key short: these keys live for days and
+    there is one per event, so every byte counts.
+    """
+    return f"{PREFIX}:seen:{event_id[:32]}"

@@ -1,0 +1,52 @@
+"""Redis connections with timeouts that suit a request path and a worker loop."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def connect(settings: Settings, *, socket_timeout: float = 5.0) -> redis.Redis:
+    """A Redis client for ``REDIS_URL`` that fails fast instead of hanging when Redis is away."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=2.0,
+        socket_timeout=socket_timeout,
+        socket_keepalive=True,
+        health_check_interval=30,
+        decode_responses=True,
+    )
+
+
+def durability_warnings(client: redis.Redis) -> list[str]:
+    """What about this Redis server breaks DESIGN.md §6.5 (AOF on, noeviction), in words."""
+    warnings = []
+    try:
+        config = client.config_get("appendonly") | client.config_get("maxmemory-policy")
+    except redis.ResponseError:
+        return ["cannot read CONFIG (disabled on this server): check appendonly and maxmemory-policy by hand"]
+    if config.get("appendonly") != "yes":
+        warnings.append(
+            "Redis has appendonly=no: a Redis restart loses every queued push. Set appendonly yes."
+        )
+    policy = config.get("maxmemory-policy")
+    if policy != "noeviction":
+        warnings.append(
+            f"Redis has maxmemory-policy={policy}: Redis may silently delete queued pushes. "
+            "Set maxmemory-policy noeviction."
+        )
+    return warnings
+
+
+def warn_if_not_durable(client: redis.Redis) -> None:
+    """Log each durability problem loudly; never fail start-up for it (Redis may be down yet)."""
+    try:
+        for warning in durability_warnings(client):
+            log.warning("REDIS NOT SAFE FOR RAINBRIDGE: %s", warning)
+    except redis.RedisError as exc:
+        log.warning("could not check Redis durability settings: %s", exc)

@@ -1,0 +1,280 @@
+"""The one settings object: every environment variable parsed, typed and checked once at start."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, NoReturn
+from urllib.parse import urlsplit
+
+PayloadMode = Literal["xdm", "raw"]
+IdentityNamespace = Literal["Email", "Email_LC_SHA256"]
+Role = Literal["receiver", "worker"]
+
+DEFAULT_SCOPES = (
+    "openid",
+    "AdobeID",
+    "read_organizations",
+    "additional_info.projectedProductContext",
+    "session",
+)
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything rainbridge reads from its environment (DESIGN.md §7), already parsed."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    receiver_tokens: tuple[str, ...] = field(default=(), repr=False)
+    receiver_signing_secret: str | None = field(default=None, repr=False)
+    receiver_inlet_id: str | None = field(default=None, repr=False)
+    receiver_flow_id: str | None = None
+    receiver_max_bytes: int = 5 * 1024 * 1024
+    receiver_max_pushes: int = 500
+
+    aep_streaming_url: str | None = None
+    aep_ims_url: str = "https://ims-na1.adobelogin.com/ims/token/v3"
+    aep_client_id: str | None = None
+    aep_client_secret: str | None = field(default=None, repr=False)
+    aep_scopes: tuple[str, ...] = DEFAULT_SCOPES
+    aep_org_id: str | None = None
+    aep_technical_account_id: str | None = None
+    aep_sandbox_name: str = "prod"
+    aep_flow_id: str | None = None
+    aep_dataset_id: str | None = None
+    aep_schema_id: str | None = None
+    aep_tenant_id: str | None = None
+    aep_payload_mode: PayloadMode = "xdm"
+    aep_timeout_seconds: float = 10.0
+    identity_namespace: IdentityNamespace = "Email"
+
+    aep_batch_max_messages: int = 200
+    aep_batch_max_bytes: int = 900_000
+    aep_batch_max_wait_ms: int = 1000
+
+    dedupe_ttl_seconds: int = 7 * 24 * 3600
+    delivery_max_attempts: int = 30
+    delivery_max_age_seconds: int = 6 * 3600
+    deadletter_retention_days: int = 14
+    pending_claim_seconds: int = 30
+
+    sentry_dsn: str | None = field(default=None, repr=False)
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from a mapping of environment variables (os.environ by default)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = f.name.upper()
+            raw = env.get(name)
+            if raw is None or raw.strip() == "":
+                continue
+            parser = _PARSERS.get(f.name, _text)
+            values[f.name] = parser(name, raw.strip())
+        return cls(**values)
+
+    @property
+    def aep_credentials(self) -> bool:
+        """True when an OAuth client is configured, so AEP calls carry a bearer token."""
+        return bool(self.aep_client_id and self.aep_client_secret)
+
+    @property
+    def tenant_key(self) -> str:
+        """The XDM tenant namespace key, e.g. ``_acme``."""
+        return f"_{self.aep_tenant_id}"
+
+    @property
+    def aep_batch_url(self) -> str:
+        """The batch inlet URL derived from the single-message streaming URL."""
+        url = self.aep_streaming_url or ""
+        if "/collection/batch/" in url:
+            return url
+        return url.replace("/collection/", "/collection/batch/", 1)
+
+    @property
+    def aep_single_url(self) -> str:
+        """The single-message inlet URL."""
+        return (self.aep_streaming_url or "").replace("/collection/batch/", "/collection/", 1)
+
+    def require(self, role: Role) -> None:
+        """Check that what ``role`` needs is set; raise ConfigError naming the first gap."""
+        if role == "receiver":
+            if not self.receiver_tokens and not self.receiver_inlet_id:
+                raise ConfigError(
+                    "RECEIVER_TOKENS is not set (and neither is RECEIVER_INLET_ID): "
+                    "the receiver would have no door open"
+                )
+            return
+        needed = ["aep_streaming_url"]
+        if self.aep_payload_mode == "xdm":
+            needed += ["aep_org_id", "aep_dataset_id", "aep_schema_id", "aep_tenant_id"]
+        for name in needed:
+            if not getattr(self, name):
+                raise ConfigError(f"{name.upper()} is not set (required by the worker)")
+        if bool(self.aep_client_id) != bool(self.aep_client_secret):
+            missing = "AEP_CLIENT_SECRET" if self.aep_client_id else "AEP_CLIENT_ID"
+            raise ConfigError(f"{missing} is not set (AEP_CLIENT_ID and AEP_CLIENT_SECRET go together)")
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict with secrets masked, for logs and ``rainbridge check``."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in _SECRETS and value:
+                value = "***"
+            elif f.name == "redis_url":
+                value = _redact_url(value)
+            out[f.name.upper()] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+_SECRETS = {
+    "receiver_tokens",
+    "receiver_signing_secret",
+    "receiver_inlet_id",
+    "aep_client_secret",
+    "sentry_dsn",
+}
+
+
+def _fail(name: str, why: str) -> NoReturn:
+    raise ConfigError(f"{name} {why}")
+
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _int_in(low: int, high: int) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw.replace("_", ""))
+        except ValueError:
+            _fail(name, f"must be an integer, got {raw!r}")
+        if not low <= value <= high:
+            _fail(name, f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _float_in(low: float, high: float) -> Callable[[str, str], float]:
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            _fail(name, f"must be a number, got {raw!r}")
+        if not low <= value <= high:
+            _fail(name, f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _choice(*options: str) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        if raw not in options:
+            _fail(name, f"must be one of {', '.join(options)}, got {raw!r}")
+        return raw
+
+    return parse
+
+
+def _csv(name: str, raw: str) -> tuple[str, ...]:
+    items = tuple(item.strip() for item in raw.split(",") if item.strip())
+    if not items:
+        _fail(name, "must list at least one value, comma-separated")
+    return items
+
+
+def _tokens(name: str, raw: str) -> tuple[str, ...]:
+    tokens = _csv(name, raw)
+    short = [t for t in tokens if len(t) < 16]
+    if short:
+        # A short token is guessable; say how many without printing any of them.
+        _fail(name, f"has {len(short)} token(s) shorter than 16 characters; use long random tokens")
+    return tokens
+
+
+def _url(*schemes: str) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        parts = urlsplit(raw)
+        if parts.scheme not in schemes or not parts.netloc:
+            _fail(name, f"must be a URL starting with {' or '.join(s + '://' for s in schemes)}")
+        return raw
+
+    return parse
+
+
+def _streaming_url(name: str, raw: str) -> str:
+    _url("https", "http")(name, raw)
+    if "/collection/" not in urlsplit(raw).path:
+        _fail(name, "must be an AEP streaming inlet URL containing /collection/<CONNECTION_ID>")
+    return raw
+
+
+def _tenant(name: str, raw: str) -> str:
+    tenant = raw.lstrip("_")
+    if not tenant or not tenant.replace("_", "").isalnum():
+        _fail(name, f"must be the tenant id, letters, digits and underscores only, got {raw!r}")
+    return tenant
+
+
+def _log_level(name: str, raw: str) -> str:
+    level = raw.upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        _fail(name, f"must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {raw!r}")
+    return level
+
+
+def _redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url
+
+
+_PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "redis_url": _url("redis", "rediss", "unix", "sentinel"),
+    "receiver_tokens": _tokens,
+    "receiver_max_bytes": _int_in(1024, 100 * 1024 * 1024),
+    "receiver_max_pushes": _int_in(1, 100_000),
+    "aep_streaming_url": _streaming_url,
+    "aep_ims_url": _url("https", "http"),
+    "aep_scopes": _csv,
+    "aep_tenant_id": _tenant,
+    "aep_payload_mode": _choice("xdm", "raw"),
+    "aep_timeout_seconds": _float_in(0.5, 120),
+    "identity_namespace": _choice("Email", "Email_LC_SHA256"),
+    "aep_batch_max_messages": _int_in(1, 10_000),
+    "aep_batch_max_bytes": _int_in(10_000, 1_000_000),  # AEP refuses requests over 1 MB
+    "aep_batch_max_wait_ms": _int_in(0, 600_000),
+    "dedupe_ttl_seconds": _int_in(60, 10 * 365 * 24 * 3600),
+    "delivery_max_attempts": _int_in(1, 10_000),
+    "delivery_max_age_seconds": _int_in(60, 30 * 24 * 3600),
+    "deadletter_retention_days": _int_in(1, 3650),
+    "pending_claim_seconds": _int_in(1, 3600),
+    "log_level": _log_level,
+}
+
+
+def load_or_exit(role: Role | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the environment; on a bad value print one line naming it and exit 2."""
+    try:
+        settings = Settings.from_env(environ)
+        if role is not None:
+            settings.require(role)
+    except ConfigError as exc:
+        print(f"rainbridge: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return settings

@@ -1,0 +1,203 @@
+"""Fixtures: a private Redis, the AEP sandbox, settings, the receiver app, real workers."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import requests
+from flask import Flask
+from flask.testing import FlaskClient
+
+from devkit.sandbox import SandboxConfig, SandboxServer
+from receiver.app import create_app
+from shared.settings import Settings
+from tests.servers import Process, RedisServer, celery_beat, celery_worker, wait_for
+
+TOKEN = "test-token-0123456789abcdef"
+INLET = "test-inlet-0123456789abcdef"
+SANDBOX = SandboxConfig()
+
+
+def to_env(settings: Settings) -> dict[str, str]:
+    """Settings as the environment variables that would produce them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AEP_", "RECEIVER_", "REDIS_"))}
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        if value is None:
+            continue
+        env[field.name.upper()] = ",".join(value) if isinstance(value, tuple) else str(value)
+    return env
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One private redis-server for the session; tests that stop Redis make their own."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A client of the private Redis, emptied before each test."""
+    if redis_server.proc is None or redis_server.proc.poll() is not None:
+        redis_server.start()
+    client = redis_server.client()
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[SandboxServer]:
+    """The AEP sandbox, over real HTTP on a free port."""
+    server = SandboxServer(SANDBOX)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sandbox(sandbox_server: SandboxServer) -> Iterator[SandboxClient]:
+    """The sandbox, reset for this test, with helpers to read what it received."""
+    client = SandboxClient(sandbox_server.url)
+    client.reset()
+    yield client
+    client.reset()
+    client.http.close()
+
+
+class SandboxClient:
+    """Reads the sandbox's records and sets its fault instructions over HTTP."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = requests.Session()
+
+    def reset(self) -> None:
+        self.http.post(f"{self.url}/sandbox/reset", timeout=5).raise_for_status()
+
+    def events(self) -> list[dict[str, Any]]:
+        resp = self.http.get(f"{self.url}/sandbox/events", params={"limit": 1_000_000}, timeout=10)
+        resp.raise_for_status()
+        events: list[dict[str, Any]] = resp.json()["events"]
+        return events
+
+    def requests(self) -> list[dict[str, Any]]:
+        resp = self.http.get(f"{self.url}/sandbox/requests", params={"limit": 1_000_000}, timeout=10)
+        resp.raise_for_status()
+        records: list[dict[str, Any]] = resp.json()["requests"]
+        return records
+
+    def stats(self) -> dict[str, Any]:
+        resp = self.http.get(f"{self.url}/sandbox/stats", timeout=5)
+        resp.raise_for_status()
+        stats: dict[str, Any] = resp.json()
+        return stats
+
+    def faults(self, **instructions: Any) -> None:
+        self.http.post(f"{self.url}/sandbox/faults", json=instructions, timeout=5).raise_for_status()
+
+    def wait_for_events(self, count: int, timeout: float = 30) -> list[dict[str, Any]]:
+        return list(
+            wait_for(
+                lambda: (ev := self.events()) and len(ev) >= count and ev,
+                timeout=timeout,
+                interval=0.2,
+                what=f"{count} events at the sandbox",
+            )
+        )
+
+
+@pytest.fixture
+def settings(redis_server: RedisServer, sandbox_server: SandboxServer) -> Settings:
+    """Settings for a test: the private Redis, the sandbox as AEP, short waits."""
+    return Settings(
+        redis_url=redis_server.url,
+        receiver_tokens=(TOKEN,),
+        receiver_inlet_id=INLET,
+        aep_streaming_url=f"{sandbox_server.url}/collection/{SANDBOX.inlet_id}",
+        aep_ims_url=f"{sandbox_server.url}/ims/token/v3",
+        aep_client_id=SANDBOX.client_id,
+        aep_client_secret=SANDBOX.client_secret,
+        aep_org_id=SANDBOX.org_id,
+        aep_dataset_id="5f0c0c0c0c0c0c0c0c0c0c0c",
+        aep_schema_id="https://ns.adobe.com/acme/schemas/0123456789abcdef",
+        aep_tenant_id="acme",
+        aep_batch_max_wait_ms=300,
+        pending_claim_seconds=5,
+        aep_timeout_seconds=5,
+    )
+
+
+@pytest.fixture
+def make_app(redis_client: redis.Redis) -> Iterator[Callable[[Settings], Flask]]:
+    """Build receiver apps for this test (with other settings), closing their Redis clients after."""
+    apps: list[Flask] = []
+
+    def make(settings: Settings) -> Flask:
+        apps.append(create_app(settings))
+        return apps[-1]
+
+    yield make
+    for built in apps:
+        built.extensions["rainbridge"].redis.close()
+
+
+@pytest.fixture
+def app(settings: Settings, make_app: Callable[[Settings], Flask]) -> Flask:
+    """The receiver app, built for this test."""
+    return make_app(settings)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """A test client of the receiver app."""
+    return app.test_client()
+
+
+class Pipeline:
+    """Celery workers and beat running against the test's settings."""
+
+    def __init__(self, settings: Settings, workdir: Path) -> None:
+        self.settings = settings
+        self.workdir = workdir
+        self.env = to_env(settings)
+        self.workers: list[Process] = []
+        self.beat: Process | None = None
+
+    def start_worker(self, name: str | None = None, concurrency: int = 2) -> Process:
+        name = name or f"w{len(self.workers) + 1}"
+        proc = celery_worker(self.env, self.workdir / f"{name}.log", name=name, concurrency=concurrency)
+        self.workers.append(proc)
+        wait_for(lambda: "ready." in proc.output() or not proc.alive(), timeout=30, what=f"worker {name}")
+        assert proc.alive(), proc.output()
+        return proc
+
+    def start_beat(self) -> Process:
+        self.beat = celery_beat(self.env, self.workdir)
+        return self.beat
+
+    def stop(self) -> None:
+        for proc in [*self.workers, *([self.beat] if self.beat else [])]:
+            proc.stop()
+
+    def logs(self) -> str:
+        return "\n".join(p.output() for p in [*self.workers, *([self.beat] if self.beat else [])])
+
+
+@pytest.fixture
+def pipeline(settings: Settings, redis_client: redis.Redis, tmp_path: Path) -> Iterator[Pipeline]:
+    """A running pipeline: one worker (2 processes) and beat. Tests may add workers or kill them."""
+    running = Pipeline(settings, tmp_path)
+    running.start_beat()
+    running.start_worker()
+    yield running
+    running.stop()
