@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 from devkit.sandbox import SandboxConfig, SandboxServer
 from receiver.app import create_app
 from shared.settings import Settings
-from tests.servers import Process, RedisServer, celery_beat, celery_worker, wait_for
+from tests.servers import Process, RedisServer, celery_beat, celery_worker, free_port, gunicorn, wait_for
 
 TOKEN = "test-token-0123456789abcdef"
 INLET = "test-inlet-0123456789abcdef"
@@ -201,3 +201,14 @@ def pipeline(settings: Settings, redis_client: redis.Redis, tmp_path: Path) -> I
     running.start_worker()
     yield running
     running.stop()
+
+
+@pytest.fixture
+def receiver_url(settings: Settings, redis_client: redis.Redis, tmp_path: Path) -> Iterator[str]:
+    """The receiver under gunicorn (2 workers), over real HTTP."""
+    port = free_port()
+    proc = gunicorn(to_env(settings), port, tmp_path / "gunicorn.log")
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: requests.get(f"{url}/healthz", timeout=1).ok, timeout=20, what="gunicorn")
+    yield url
+    proc.stop()

@@ -1,0 +1,106 @@
+"""The batch stage: fill AEP requests from the outbox, bounded by count, bytes and wait time.
+
+The wait is measured from when the oldest message entered the outbox (its stream id), so a
+message never waits longer than ``AEP_BATCH_MAX_WAIT_MS`` for companions, whoever reads it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from shared import keys
+from shared.settings import Settings
+from worker import streams
+
+#: Bytes of ``{"messages":[`` and ``]}`` around the messages.
+ENVELOPE_BYTES = len('{"messages":[]}')
+
+
+class Batch:
+    """Entries for one AEP request, and the request body size they add up to."""
+
+    def __init__(self, max_messages: int, max_bytes: int) -> None:
+        self.entries: list[streams.Entry] = []
+        self.size = ENVELOPE_BYTES
+        self._max_messages = max_messages
+        self._max_bytes = max_bytes
+        self.full = False
+
+    def add(self, entry: streams.Entry) -> bool:
+        """Take ``entry`` if it fits; once one does not, the batch is full."""
+        entry_size = len(entry.fields.get("message", "").encode()) + 1  # and its comma
+        # A batch always takes its first entry, so an oversized message still gets sent (and refused).
+        fits = not self.entries or self.size + entry_size <= self._max_bytes
+        if self.full or not fits:
+            self.full = True
+            return False
+        self.entries.append(entry)
+        self.size += entry_size
+        self.full = len(self.entries) >= self._max_messages
+        return True
+
+    @property
+    def room(self) -> int:
+        """How many more messages the count limit allows."""
+        return self._max_messages - len(self.entries)
+
+    @property
+    def oldest_ms(self) -> int:
+        """When the oldest entry entered the outbox."""
+        return min(entry.ms for entry in self.entries)
+
+
+class Batcher:
+    """Reads outbox entries for one consumer and groups them into batches."""
+
+    def __init__(self, client: redis.Redis, settings: Settings, consumer: str) -> None:
+        self._redis = client
+        self._settings = settings
+        self._consumer = consumer
+        #: Entries already read (so pending to us) that did not fit the previous batch.
+        self.held: list[streams.Entry] = []
+
+    def next(self, deadline: float) -> list[streams.Entry]:
+        """The next batch; empty when nothing arrived before ``deadline`` (a monotonic time)."""
+        s = self._settings
+        max_messages = 1 if s.aep_payload_mode == "raw" else s.aep_batch_max_messages
+        batch = Batch(max_messages, s.aep_batch_max_bytes)
+        leftovers, self.held = self.held, []
+        self._offer(batch, leftovers)
+        stale = streams.claim_stale(
+            self._redis,
+            keys.OUTBOX,
+            keys.OUTBOX_GROUP,
+            self._consumer,
+            idle_ms=s.pending_claim_seconds * 1000,
+            count=batch.room if not batch.full else 0,
+        )
+        self._offer(batch, stale)
+        while not batch.full:
+            if batch.entries:
+                block_ms = int(batch.oldest_ms + s.aep_batch_max_wait_ms - time.time() * 1000)
+                if block_ms <= 0:
+                    # Waited long enough: top up with what is already there, then go.
+                    self._offer(batch, self._read(batch.room, 0))
+                    break
+            else:
+                block_ms = int((deadline - time.monotonic()) * 1000)
+                if block_ms <= 0:
+                    break
+            fresh = self._read(batch.room, block_ms)
+            if not fresh and batch.entries:
+                break
+            self._offer(batch, fresh)
+        return batch.entries
+
+    def _read(self, count: int, block_ms: int) -> list[streams.Entry]:
+        return streams.read_new(
+            self._redis, keys.OUTBOX, keys.OUTBOX_GROUP, self._consumer, count=count, block_ms=block_ms
+        )
+
+    def _offer(self, batch: Batch, entries: list[streams.Entry]) -> None:
+        for entry in entries:
+            if self.held or not batch.add(entry):
+                self.held.append(entry)

@@ -1,0 +1,122 @@
+"""Drop repeats by transmissionId, atomically with the hand-off from inbox to outbox.
+
+One Lua script, run once per batch, does for every inbox entry: acknowledge it (only if still
+pending, so two workers racing over a reclaimed entry cannot both hand it off), then either
+claim its transmissionId (``SET NX EX``) and append the AEP message to the outbox, count it as a
+repeat, or write its dead letter; finally it deletes the handled inbox entries. Redis runs a
+script as one unit and AOF logs it as one transaction, so a crash leaves each entry either
+untouched and pending (a live worker takes it over) or fully handed off. Never both, never lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from shared import deadletter, keys
+from shared.settings import Settings
+
+_HANDOFF = """
+local inbox, outbox, dlq = KEYS[1], KEYS[2], KEYS[3]
+local group, ttl, minid = ARGV[1], ARGV[2], ARGV[3]
+local sent, repeats, dead, done = 0, 0, 0, {}
+for i = 4, #ARGV, 11 do
+  local kind, id, seen, replay, tid, et, rcv, push, payload, reason, attempts = unpack(ARGV, i, i + 10)
+  if redis.call('XACK', inbox, group, id) == 1 then
+    done[#done + 1] = id
+    if kind == 'o' then
+      local fresh
+      if replay == '1' then
+        fresh = redis.call('SET', seen, '1', 'EX', ttl)
+      else
+        fresh = redis.call('SET', seen, '1', 'NX', 'EX', ttl)
+      end
+      if fresh then
+        redis.call('XADD', outbox, '*', 'message', payload, 'transmissionId', tid, 'eventType', et,
+                   'receivedMs', rcv, 'push', push)
+        sent = sent + 1
+      else
+        repeats = repeats + 1
+      end
+    else
+      redis.call('XADD', dlq, 'MINID', '~', minid, '*', 'reason', reason, 'detail', payload, 'push', push,
+                 'xdm', '', 'transmissionId', tid, 'eventType', et, 'attempts', attempts, 'receivedMs', rcv)
+      dead = dead + 1
+    end
+  end
+end
+if #done > 0 then redis.call('XDEL', inbox, unpack(done)) end
+return {sent, repeats, dead}
+"""
+
+
+@dataclass(frozen=True)
+class Ready:
+    """An inbox entry that became an AEP message, ready for the outbox."""
+
+    entry_id: str
+    seen_key: str
+    replay: bool
+    transmission_id: str
+    event_type: str
+    received_ms: int
+    push: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """An inbox entry that cannot become an AEP message: it goes to the dead-letter stream."""
+
+    entry_id: str
+    reason: str
+    detail: str
+    transmission_id: str
+    event_type: str
+    received_ms: int
+    push: str
+
+
+@dataclass(frozen=True)
+class HandoffResult:
+    """What the hand-off did; entries another worker had already handed off are in none of these."""
+
+    sent: int
+    repeats: int
+    dead: int
+
+
+class Handoff:
+    """The registered hand-off script, bound to one Redis client."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self._script = client.register_script(_HANDOFF)
+        self._settings = settings
+
+    def __call__(self, items: list[Ready | Rejected]) -> HandoffResult:
+        """Hand off a batch atomically; see the module docstring."""
+        if not items:
+            return HandoffResult(0, 0, 0)
+        args: list[str | int] = [
+            keys.INBOX_GROUP,
+            self._settings.dedupe_ttl_seconds,
+            deadletter.retention_minid(self._settings),
+        ]
+        for item in items:
+            if isinstance(item, Ready):
+                args += ["o", item.entry_id, item.seen_key, "1" if item.replay else "0"]
+                args += [
+                    item.transmission_id,
+                    item.event_type,
+                    item.received_ms,
+                    item.push,
+                    item.message,
+                    "",
+                    0,
+                ]
+            else:
+                args += ["d", item.entry_id, "", "0", item.transmission_id, item.event_type, item.received_ms]
+                args += [item.push, item.detail, item.reason, 0]
+        sent, repeats, dead = self._script(keys=[keys.INBOX, keys.OUTBOX, keys.DEADLETTER], args=args)
+        return HandoffResult(int(sent), int(repeats), int(dead))

@@ -1,0 +1,145 @@
+"""The ingest stage: drain the inbox, turn each push into an AEP message, hand the batch off.
+
+Validation and transformation happen here, outside any Redis call; the hand-off (dedupe,
+outbox, dead letters, acks) is one atomic script in :mod:`worker.dedupe`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from shared import keys
+from shared.settings import Settings
+from worker import streams
+from worker.dedupe import Handoff, Ready, Rejected
+from worker.errors import InternalError, InvalidPush, Permanent
+from worker.transform import check_size, encode, envelope, to_xdm
+from worker.validate import validate
+
+log = logging.getLogger(__name__)
+
+#: Inbox entries read per round trip.
+READ_COUNT = 200
+
+
+@dataclass
+class IngestSummary:
+    """What one drain did, for the task's result and the logs."""
+
+    read: int = 0
+    sent: int = 0
+    repeats: int = 0
+    dead: int = 0
+    busy: bool = False  # stopped by its time budget with work left, not by an empty inbox
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def prepare(entry: streams.Entry, settings: Settings) -> Ready | Rejected:
+    """Validate and transform one inbox entry into an outbox message, or a dead letter."""
+    push_json = entry.fields.get("push", "")
+    # A replayed dead letter keeps the time it was first received.
+    received_ms = int(entry.fields.get("receivedMs") or entry.ms)
+    try:
+        raw: Any = json.loads(push_json)
+    except ValueError:
+        return _rejected(
+            entry, received_ms, None, push_json, InvalidPush({"_schema": ["the push is not valid JSON"]})
+        )
+    try:
+        push = validate(raw)
+        event = to_xdm(push, settings)
+        if settings.aep_payload_mode == "raw":
+            message = push_json
+        else:
+            check_size(encode(event))
+            message = encode(envelope(event, settings))
+    except Permanent as exc:
+        return _rejected(entry, received_ms, raw, push_json, exc)
+    except Exception as exc:
+        # A bug of ours must not send the entry round forever: keep it, with the error, for replay.
+        log.exception("%s could not be transformed", entry.id)
+        return _rejected(entry, received_ms, raw, push_json, InternalError(repr(exc)))
+    tenant = event.get(settings.tenant_key, {})
+    return Ready(
+        entry_id=entry.id,
+        seen_key=keys.seen(event["_id"]),
+        replay=entry.fields.get("replay") == "1",
+        transmission_id=tenant.get("transmissionId", ""),
+        event_type=event["eventType"],
+        received_ms=received_ms,
+        push=push_json,
+        message=message,
+    )
+
+
+def _rejected(entry: streams.Entry, received_ms: int, raw: Any, push_json: str, exc: Permanent) -> Rejected:
+    return Rejected(
+        entry_id=entry.id,
+        reason=exc.reason,
+        detail=json.dumps(exc.detail, ensure_ascii=False, default=str),
+        transmission_id=_best_effort(raw, "transmissionId"),
+        event_type=_best_effort(raw, "eventType"),
+        received_ms=received_ms,
+        push=push_json,
+    )
+
+
+def _best_effort(raw: Any, name: str) -> str:
+    value = raw.get(name) if isinstance(raw, dict) else None
+    return str(value)[:200] if isinstance(value, (str, int, float)) and not isinstance(value, bool) else ""
+
+
+def drain(client: redis.Redis, settings: Settings, consumer: str, budget_s: float) -> IngestSummary:
+    """Move inbox entries to the outbox (or the dead-letter stream) until idle or out of time."""
+    handoff = Handoff(client, settings)
+    summary = IngestSummary()
+    deadline = time.monotonic() + budget_s
+    claim_idle_ms = settings.pending_claim_seconds * 1000
+    entries = streams.claim_stale(
+        client, keys.INBOX, keys.INBOX_GROUP, consumer, idle_ms=claim_idle_ms, count=READ_COUNT
+    )
+    while True:
+        if not entries:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                break
+            entries = streams.read_new(
+                client, keys.INBOX, keys.INBOX_GROUP, consumer, count=READ_COUNT, block_ms=remaining_ms
+            )
+            if not entries:
+                break
+        items = [prepare(entry, settings) for entry in entries]
+        result = handoff(items)
+        summary.read += len(entries)
+        summary.sent += result.sent
+        summary.repeats += result.repeats
+        summary.dead += result.dead
+        for item in items:
+            if isinstance(item, Rejected):
+                summary.reasons[item.reason] = summary.reasons.get(item.reason, 0) + 1
+                log.warning(
+                    "%s dead-lettered (%s): %s",
+                    item.transmission_id or item.entry_id,
+                    item.reason,
+                    item.detail,
+                )
+        summary.busy = len(entries) == READ_COUNT
+        entries = []
+        if time.monotonic() >= deadline:
+            break
+    if summary.read:
+        log.info(
+            "%s ingest: read %d, sent %d, repeats %d, dead-lettered %d",
+            consumer,
+            summary.read,
+            summary.sent,
+            summary.repeats,
+            summary.dead,
+        )
+    return summary

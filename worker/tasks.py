@@ -1,0 +1,57 @@
+"""Celery tasks: thin glue that runs a pipeline stage for about a second and reports what it did."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import redis
+import requests
+
+from shared import redisconn
+from worker import deliver, ingest
+from worker.app import BUDGET_SECONDS, app, settings
+from worker.ims import TokenCache
+
+_process: dict[str, Any] = {}
+
+
+def _resources() -> tuple[redis.Redis, deliver.AepClient, str]:
+    """Per-process Redis client, HTTP session and consumer name, made after the pool forked."""
+    if _process.get("pid") != os.getpid():
+        client = redisconn.connect(settings)
+        session = requests.Session()
+        tokens = TokenCache(client, settings, session) if settings.aep_credentials else None
+        _process.update(
+            pid=os.getpid(),
+            redis=client,
+            aep=deliver.AepClient(settings, tokens, session),
+            consumer=f"{socket.gethostname()}:{os.getpid()}",
+        )
+    return _process["redis"], _process["aep"], _process["consumer"]
+
+
+@app.task(name="rainbridge.ingest")
+def ingest_inbox() -> dict[str, Any]:
+    """Validate, transform and dedupe pushes from the inbox into the outbox."""
+    client, _, consumer = _resources()
+    summary = ingest.drain(client, settings, consumer, BUDGET_SECONDS)
+    if summary.busy:
+        ingest_inbox.apply_async(expires=2 * BUDGET_SECONDS)  # a backlog: keep this drain going
+    return {"read": summary.read, "sent": summary.sent, "repeats": summary.repeats, "dead": summary.dead}
+
+
+@app.task(name="rainbridge.deliver")
+def deliver_outbox() -> dict[str, Any]:
+    """Send batches from the outbox to AEP."""
+    client, aep, consumer = _resources()
+    summary = deliver.run(client, settings, consumer, aep, BUDGET_SECONDS)
+    if summary.busy:
+        deliver_outbox.apply_async(expires=2 * BUDGET_SECONDS)
+    return {
+        "requests": summary.requests,
+        "accepted": summary.accepted,
+        "rejected": summary.rejected,
+        "retrying": summary.retrying,
+    }
