@@ -1,0 +1,114 @@
+"""The ``rainbridge`` command: status, check, sandbox (and the dead-letter tools)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+
+import redis
+
+from shared import redisconn, status
+from shared.settings import ConfigError, Settings, load_or_exit
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``rainbridge`` console script."""
+    parser = argparse.ArgumentParser(prog="rainbridge", description="RainFocus → AEP event bridge")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_status = sub.add_parser("status", help="queue depths, pending work, dead letters, AEP pause and token")
+    p_status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    sub.add_parser("check", help="check the configuration and Redis; exit non-zero on a problem")
+    sub.add_parser(
+        "sandbox", help="run the local AEP stand-in (see rainbridge sandbox --help)", add_help=False
+    )
+
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "sandbox":
+        from devkit.sandbox import main as sandbox_main  # noqa: PLC0415 - only this command needs it
+
+        return sandbox_main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "check":
+        return check()
+    settings = load_or_exit()
+    client = redisconn.connect(settings)
+    try:
+        return show_status(client, as_json=args.json)
+    except redis.RedisError as exc:
+        print(
+            f"rainbridge: Redis at {settings.redacted()['REDIS_URL']} is unreachable: {exc}", file=sys.stderr
+        )
+        return 1
+
+
+def show_status(client: redis.Redis, *, as_json: bool) -> int:
+    """Print the pipeline's state."""
+    state = status.collect(client)
+    if as_json:
+        print(json.dumps(state, indent=2))
+        return 0
+    print(f"{'stream':<10} {'depth':>8} {'pending':>8} {'consumers':>9} {'oldest age':>12}")
+    for name in ("inbox", "outbox"):
+        s = state[name]
+        age = "-" if s["oldest_age_seconds"] is None else f"{s['oldest_age_seconds']:.1f}s"
+        print(f"{name:<10} {s['depth']:>8} {s['pending']:>8} {s['consumers']:>9} {age:>12}")
+    letters = state["deadletters"]
+    by_reason = ", ".join(f"{r}: {n}" for r, n in letters["by_reason"].items()) or "none"
+    print(f"dead letters: {letters['total']} ({by_reason})")
+    paused = state["aep_paused_until_ms"]
+    print("AEP delivery: " + (f"PAUSED until {_iso(paused)}" if paused else "running"))
+    token = state["aep_token"]
+    print(
+        "AEP token: "
+        + (
+            f"expires in {token['expires_in_seconds']}s, renewed in {token['renews_in_seconds']}s"
+            if token
+            else "none cached"
+        )
+    )
+    return 0
+
+
+def check() -> int:
+    """Check settings and Redis; print a verdict per line; non-zero exit on a failure."""
+    failures = 0
+    try:
+        settings = Settings.from_env()
+        print("ok    settings parse")
+    except ConfigError as exc:
+        print(f"FAIL  settings: {exc}")
+        return 1
+    for role in ("receiver", "worker"):
+        try:
+            settings.require(role)  # type: ignore[arg-type]
+            print(f"ok    settings complete for the {role}")
+        except ConfigError as exc:
+            print(f"FAIL  settings for the {role}: {exc}")
+            failures += 1
+    client = redisconn.connect(settings)
+    try:
+        client.ping()
+        print(f"ok    Redis reachable at {settings.redacted()['REDIS_URL']}")
+        warnings = redisconn.durability_warnings(client)
+        for warning in warnings:
+            print(f"FAIL  {warning}")
+        if not warnings:
+            print("ok    Redis has appendonly yes and maxmemory-policy noeviction")
+        failures += len(warnings)
+    except redis.RedisError as exc:
+        print(f"FAIL  Redis unreachable at {settings.redacted()['REDIS_URL']}: {exc}")
+        failures += 1
+    print("verdict: " + ("OK" if not failures else f"{failures} problem(s)"))
+    return 1 if failures else 0
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""The pipeline's state as read from Redis: depths, pending work, ages, dead letters, AEP pause."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from typing import Any
+
+import redis
+
+from shared import keys
+
+
+def _stream(client: redis.Redis, stream: str, group: str, now_ms: int) -> dict[str, Any]:
+    depth = int(client.xlen(stream))
+    oldest = client.xrange(stream, count=1)
+    pending = 0
+    consumers = 0
+    try:
+        groups = {g["name"]: g for g in client.xinfo_groups(stream)}
+        if group in groups:
+            pending = int(groups[group]["pending"])
+            consumers = int(groups[group]["consumers"])
+    except redis.ResponseError:
+        pass  # no such stream yet
+    oldest_ms = int(oldest[0][0].split("-")[0]) if oldest else None
+    return {
+        "depth": depth,
+        "pending": pending,
+        "consumers": consumers,
+        "oldest_age_seconds": round((now_ms - oldest_ms) / 1000, 3) if oldest_ms is not None else None,
+    }
+
+
+def collect(client: redis.Redis) -> dict[str, Any]:
+    """Everything ``rainbridge status`` shows, as plain data (no secrets)."""
+    now_ms = int(time.time() * 1000)
+    reasons: Counter[str] = Counter()
+    oldest_letter = None
+    for entry_id, fields in client.xrange(keys.DEADLETTER):
+        reasons[fields.get("reason", "")] += 1
+        oldest_letter = oldest_letter or entry_id
+    pause_until = client.get(keys.PAUSE)
+    token_raw = client.get(keys.TOKEN)
+    token: dict[str, Any] | None = None
+    if token_raw:
+        data = json.loads(token_raw)
+        token = {
+            "expires_in_seconds": round(float(data["expires_at"]) - now_ms / 1000),
+            "renews_in_seconds": round(float(data["renew_at"]) - now_ms / 1000),
+        }
+    return {
+        "inbox": _stream(client, keys.INBOX, keys.INBOX_GROUP, now_ms),
+        "outbox": _stream(client, keys.OUTBOX, keys.OUTBOX_GROUP, now_ms),
+        "deadletters": {"total": sum(reasons.values()), "by_reason": dict(sorted(reasons.items()))},
+        "aep_paused_until_ms": int(pause_until) if pause_until and int(pause_until) > now_ms else None,
+        "aep_token": token,
+    }
