@@ -62,7 +62,7 @@ def enqueue(client: redis.Redis, pushes: list[str], receipt: str) -> list[str]:
     """
     try:
         if len(pushes) == 1:
-            return [client.xadd(keys.INBOX, {"push": pushes[0], "receipt": receipt})]
+            return [str(client.xadd(keys.INBOX, {"push": pushes[0], "receipt": receipt}))]
         with client.pipeline(transaction=True) as pipe:
             for push in pushes:
                 pipe.xadd(keys.INBOX, {"push": push, "receipt": receipt})

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import redis
 
 from shared import redisconn, status
-from shared.settings import ConfigError, Settings, load_or_exit
+from shared.settings import ConfigError, Role, Settings, load_or_exit
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,9 +82,10 @@ def check() -> int:
     except ConfigError as exc:
         print(f"FAIL  settings: {exc}")
         return 1
-    for role in ("receiver", "worker"):
+    roles: tuple[Role, ...] = ("receiver", "worker")
+    for role in roles:
         try:
-            settings.require(role)  # type: ignore[arg-type]
+            settings.require(role)
             print(f"ok    settings complete for the {role}")
         except ConfigError as exc:
             print(f"FAIL  settings for the {role}: {exc}")

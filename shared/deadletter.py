@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -72,5 +72,5 @@ def retention_minid(settings: Settings, now_ms: int | None = None) -> str:
 
 def read_all(client: redis.Redis, count: int | None = None) -> list[DeadLetter]:
     """Dead letters, oldest first."""
-    entries = client.xrange(keys.DEADLETTER, count=count)
+    entries = cast(list[tuple[str, dict[str, str]]], client.xrange(keys.DEADLETTER, count=count))
     return [DeadLetter.from_entry(entry_id, fields) for entry_id, fields in entries]

@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 import redis
 
 from shared import keys
 
+Entries = list[tuple[str, dict[str, str]]]
+
 
 def _stream(client: redis.Redis, stream: str, group: str, now_ms: int) -> dict[str, Any]:
     depth = int(client.xlen(stream))
-    oldest = client.xrange(stream, count=1)
+    oldest = cast(Entries, client.xrange(stream, count=1))
     pending = 0
     consumers = 0
     try:
@@ -38,7 +40,7 @@ def collect(client: redis.Redis) -> dict[str, Any]:
     now_ms = int(time.time() * 1000)
     reasons: Counter[str] = Counter()
     oldest_letter = None
-    for entry_id, fields in client.xrange(keys.DEADLETTER):
+    for entry_id, fields in cast(Entries, client.xrange(keys.DEADLETTER)):
         reasons[fields.get("reason", "")] += 1
         oldest_letter = oldest_letter or entry_id
     pause_until = client.get(keys.PAUSE)

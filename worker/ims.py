@@ -12,6 +12,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 import requests
@@ -84,7 +85,7 @@ class TokenCache:
 
     def cached(self) -> AccessToken | None:
         """The token in Redis, if any."""
-        raw = self._redis.get(keys.TOKEN)
+        raw = cast(str | None, self._redis.get(keys.TOKEN))
         return AccessToken.from_json(raw) if raw else None
 
     def invalidate(self, value: str) -> None:

