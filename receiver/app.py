@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import redis
 from flask import Flask, Response
@@ -13,7 +14,7 @@ from receiver.errors import ReceiverError
 from receiver.state import ReceiverState
 from shared import redisconn
 from shared.logs import configure_logging
-from shared.settings import Settings, load_or_exit
+from shared.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,13 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None, redis_client: redis.Redis | None = None) -> Flask:
     """Build the receiver; without ``settings`` they are read from the environment (or exit)."""
     if settings is None:
-        settings = load_or_exit("receiver")
+        try:
+            settings = Settings.from_env()
+            settings.require("receiver")
+        except ConfigError as exc:
+            print(f"rainbridge: configuration error: {exc}", file=sys.stderr, flush=True)
+            # Exit code 3 is gunicorn's "worker failed to boot": it stops instead of respawning.
+            raise SystemExit(3) from None
         configure_logging(settings)
     client = redis_client or redisconn.connect(settings, socket_timeout=2.0)
     redisconn.warn_if_not_durable(client)

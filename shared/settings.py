@@ -31,7 +31,7 @@ class ConfigError(Exception):
 class Settings:
     """Everything rainbridge reads from its environment (DESIGN.md §7), already parsed."""
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
 
     receiver_tokens: tuple[str, ...] = field(default=(), repr=False)
     receiver_signing_secret: str | None = field(default=None, repr=False)
