@@ -61,8 +61,9 @@ class Settings:
     aep_batch_max_wait_ms: int = 1000
 
     dedupe_ttl_seconds: int = 7 * 24 * 3600
-    delivery_max_attempts: int = 30
+    delivery_max_attempts: int = 200
     delivery_max_age_seconds: int = 6 * 3600
+    delivery_backoff_cap_seconds: int = 120
     deadletter_retention_days: int = 14
     pending_claim_seconds: int = 30
 
@@ -262,6 +263,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "dedupe_ttl_seconds": _int_in(60, 10 * 365 * 24 * 3600),
     "delivery_max_attempts": _int_in(1, 10_000),
     "delivery_max_age_seconds": _int_in(60, 30 * 24 * 3600),
+    "delivery_backoff_cap_seconds": _int_in(1, 3600),
     "deadletter_retention_days": _int_in(1, 3650),
     "pending_claim_seconds": _int_in(1, 3600),
     "log_level": _log_level,

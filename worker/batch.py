@@ -19,10 +19,14 @@ ENVELOPE_BYTES = len('{"messages":[]}')
 
 
 class Batch:
-    """Entries for one AEP request, and the request body size they add up to."""
+    """Entries for one AEP request, the request body size they add up to, and their attempts."""
 
     def __init__(self, max_messages: int, max_bytes: int) -> None:
         self.entries: list[streams.Entry] = []
+        #: Delivery attempts by entry id, this one included (1 for entries read fresh).
+        self.attempts: dict[str, int] = {}
+        #: Entries out of attempts or time: they go to the dead-letter stream, not to AEP.
+        self.exhausted: list[streams.Entry] = []
         self.size = ENVELOPE_BYTES
         self._max_messages = max_messages
         self._max_bytes = max_bytes
@@ -61,13 +65,16 @@ class Batcher:
         self._consumer = consumer
         #: Entries already read (so pending to us) that did not fit the previous batch.
         self.held: list[streams.Entry] = []
+        self._held_attempts: dict[str, int] = {}
 
-    def next(self, deadline: float) -> list[streams.Entry]:
+    def next(self, deadline: float) -> Batch:
         """The next batch; empty when nothing arrived before ``deadline`` (a monotonic time)."""
         s = self._settings
         max_messages = 1 if s.aep_payload_mode == "raw" else s.aep_batch_max_messages
         batch = Batch(max_messages, s.aep_batch_max_bytes)
         leftovers, self.held = self.held, []
+        batch.attempts.update(self._held_attempts)
+        self._held_attempts = {}
         self._offer(batch, leftovers)
         stale = streams.claim_stale(
             self._redis,
@@ -77,7 +84,7 @@ class Batcher:
             idle_ms=s.pending_claim_seconds * 1000,
             count=batch.room if not batch.full else 0,
         )
-        self._offer(batch, stale)
+        self._offer(batch, self._sort_out_exhausted(batch, stale))
         while not batch.full:
             if batch.entries:
                 block_ms = int(batch.oldest_ms + s.aep_batch_max_wait_ms - time.time() * 1000)
@@ -93,7 +100,24 @@ class Batcher:
             if not fresh and batch.entries:
                 break
             self._offer(batch, fresh)
-        return batch.entries
+        return batch
+
+    def _sort_out_exhausted(self, batch: Batch, stale: list[streams.Entry]) -> list[streams.Entry]:
+        """Record the attempts of entries taken over, and set aside those past their limits."""
+        if not stale:
+            return stale
+        s = self._settings
+        counts = streams.delivery_counts(self._redis, keys.OUTBOX, keys.OUTBOX_GROUP, [e.id for e in stale])
+        oldest_allowed_ms = time.time() * 1000 - s.delivery_max_age_seconds * 1000
+        keep = []
+        for entry in stale:
+            batch.attempts[entry.id] = counts[entry.id]
+            received_ms = int(entry.fields.get("receivedMs") or entry.ms)
+            if counts[entry.id] > s.delivery_max_attempts or received_ms < oldest_allowed_ms:
+                batch.exhausted.append(entry)
+            else:
+                keep.append(entry)
+        return keep
 
     def _read(self, count: int, block_ms: int) -> list[streams.Entry]:
         return streams.read_new(
@@ -104,3 +128,5 @@ class Batcher:
         for entry in entries:
             if self.held or not batch.add(entry):
                 self.held.append(entry)
+                if entry.id in batch.attempts:
+                    self._held_attempts[entry.id] = batch.attempts.pop(entry.id)

@@ -81,3 +81,35 @@ def _with_group(client: redis.Redis, stream: str, group: str, call: Callable[[],
             raise
         ensure_group(client, stream, group)
         return call()
+
+
+def release(
+    client: redis.Redis,
+    stream: str,
+    group: str,
+    consumer: str,
+    ids: list[str],
+    *,
+    claim_idle_ms: int,
+    delay_ms: int = 0,
+) -> None:
+    """Hand entries back for another try in about ``delay_ms`` (at most the claim time).
+
+    The entries stay pending (nothing is lost if we die now); setting their idle time makes
+    ``claim_stale`` pick them up once ``delay_ms`` has passed, by whichever worker comes first.
+    """
+    if ids:
+        idle = max(0, claim_idle_ms - delay_ms)
+        client.xclaim(stream, group, consumer, 0, list[Any](ids), idle=idle, justid=True)
+
+
+def delivery_counts(client: redis.Redis, stream: str, group: str, ids: list[str]) -> dict[str, int]:
+    """How many times each pending entry has been delivered to a consumer (its attempts)."""
+    with client.pipeline(transaction=False) as pipe:
+        for entry_id in ids:
+            pipe.xpending_range(stream, group, min=entry_id, max=entry_id, count=1)
+        replies = pipe.execute()
+    return {
+        entry_id: int(reply[0]["times_delivered"]) if reply else 1
+        for entry_id, reply in zip(ids, replies, strict=True)
+    }

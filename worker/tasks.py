@@ -54,4 +54,5 @@ def deliver_outbox() -> dict[str, Any]:
         "accepted": summary.accepted,
         "rejected": summary.rejected,
         "retrying": summary.retrying,
+        "exhausted": summary.exhausted,
     }

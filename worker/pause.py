@@ -1,0 +1,83 @@
+"""Fleet-wide delivery pause and back-off, kept in Redis so every worker backs off together.
+
+When AEP says "slow down" (429/503 with Retry-After) or keeps failing (500, timeouts), one
+worker finding out is enough: it sets the pause, and every other worker sees it before its
+next request instead of hammering AEP on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from email.utils import parsedate_to_datetime
+
+import redis
+
+from shared import keys
+
+log = logging.getLogger(__name__)
+
+#: Consecutive failed requests, fleet-wide; reset by the first success.
+FAILURES = f"{keys.PREFIX}:aep:failures"
+#: First back-off step, and the longest Retry-After we take at face value.
+BACKOFF_BASE_MS = 500
+MAX_RETRY_AFTER_MS = 15 * 60 * 1000
+
+# Only ever extends the pause: a short back-off never cuts a longer Retry-After.
+_EXTEND = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local until_ms = tonumber(ARGV[1])
+if until_ms > current then
+  redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[1])
+  return until_ms
+end
+return current
+"""
+
+
+def now_ms() -> int:
+    """Wall-clock time in epoch milliseconds (shared across hosts, unlike monotonic time)."""
+    return int(time.time() * 1000)
+
+
+def paused_until(client: redis.Redis) -> int:
+    """Epoch ms until which delivery is paused; 0 when it is not."""
+    raw = client.get(keys.PAUSE)
+    until = int(raw) if raw else 0
+    return until if until > now_ms() else 0
+
+
+def pause(client: redis.Redis, until_ms: int, why: str) -> int:
+    """Pause every worker's delivery until ``until_ms`` (or longer, if already paused longer)."""
+    until = int(client.eval(_EXTEND, 1, keys.PAUSE, until_ms))
+    log.warning("AEP delivery paused for every worker for %.1f s: %s", (until - now_ms()) / 1000, why)
+    return until
+
+
+def back_off(client: redis.Redis, cap_ms: int, why: str) -> int:
+    """Pause for an exponential, fully jittered time that grows with consecutive failures."""
+    failures = int(client.incr(FAILURES))
+    client.expire(FAILURES, 3600)
+    ceiling = min(cap_ms, BACKOFF_BASE_MS * 2 ** min(failures - 1, 30))
+    return pause(client, now_ms() + random.randint(0, ceiling), f"{why} (failure {failures} in a row)")
+
+
+def succeeded(client: redis.Redis) -> None:
+    """AEP took a request: the next failure starts the back-off from the bottom again."""
+    client.delete(FAILURES)
+
+
+def retry_after_ms(header: str | None) -> int | None:
+    """A Retry-After header (seconds, or an HTTP date) as a wait in ms; None when absent or bad."""
+    if not header:
+        return None
+    header = header.strip()
+    if header.isdigit():
+        wait = int(header) * 1000
+    else:
+        try:
+            wait = int(parsedate_to_datetime(header).timestamp() * 1000) - now_ms()
+        except (TypeError, ValueError):
+            return None
+    return max(0, min(wait, MAX_RETRY_AFTER_MS))
