@@ -10,6 +10,7 @@ from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
 from receiver import collection, health, pushes
+from receiver.backpressure import Backpressure
 from receiver.errors import ReceiverError
 from receiver.state import ReceiverState
 from shared import redisconn
@@ -35,7 +36,9 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
 
     app = Flask("receiver")
     app.config["MAX_CONTENT_LENGTH"] = settings.receiver_max_bytes
-    app.extensions["rainbridge"] = ReceiverState(settings=settings, redis=client)
+    app.extensions["rainbridge"] = ReceiverState(
+        settings=settings, redis=client, backpressure=Backpressure(client, settings)
+    )
     for blueprint in (pushes.bp, collection.bp, health.bp):
         app.register_blueprint(blueprint)
     app.register_error_handler(ReceiverError, _receiver_error)

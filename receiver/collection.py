@@ -29,6 +29,7 @@ def post_single(inlet_id: str) -> tuple[Response, int]:
     """One push; answers like AEP's single-message endpoint (200)."""
     state = receiver_state(current_app)
     _check_inlet(state.settings, inlet_id)
+    state.backpressure.check()
     data = read_json(request, state.settings.receiver_max_bytes)
     if not isinstance(data, dict):
         raise ReceiverError(400, "not_a_push", "the body must be one JSON object")
@@ -44,6 +45,7 @@ def post_batch(inlet_id: str) -> tuple[Response, int]:
     state = receiver_state(current_app)
     settings = state.settings
     _check_inlet(settings, inlet_id)
+    state.backpressure.check()
     data = read_json(request, settings.receiver_max_bytes)
     messages = data.get("messages") if isinstance(data, dict) else None
     if not isinstance(messages, list) or not messages:

@@ -30,6 +30,7 @@ def post_pushes() -> tuple[Response, int]:
     state = receiver_state(current_app)
     settings = state.settings
     _authenticate(settings)
+    state.backpressure.check()
     body = request.get_data(cache=True) if settings.receiver_signing_secret else None
     if body is not None:
         _verify_signature(settings, body)

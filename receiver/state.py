@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import redis
 from flask import Flask
 
+from receiver.backpressure import Backpressure
 from shared.settings import Settings
 
 
@@ -16,6 +17,7 @@ class ReceiverState:
 
     settings: Settings
     redis: redis.Redis
+    backpressure: Backpressure
 
 
 def receiver_state(app: Flask) -> ReceiverState:

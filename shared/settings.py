@@ -39,6 +39,8 @@ class Settings:
     receiver_flow_id: str | None = None
     receiver_max_bytes: int = 5 * 1024 * 1024
     receiver_max_pushes: int = 500
+    receiver_max_queue_bytes: int = 0
+    receiver_max_inbox_depth: int = 1_000_000
 
     aep_streaming_url: str | None = None
     aep_ims_url: str = "https://ims-na1.adobelogin.com/ims/token/v3"
@@ -250,6 +252,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "receiver_tokens": _tokens,
     "receiver_max_bytes": _int_in(1024, 100 * 1024 * 1024),
     "receiver_max_pushes": _int_in(1, 100_000),
+    "receiver_max_queue_bytes": _int_in(0, 2**50),
+    "receiver_max_inbox_depth": _int_in(0, 2**40),
     "aep_streaming_url": _streaming_url,
     "aep_ims_url": _url("https", "http"),
     "aep_scopes": _csv,
