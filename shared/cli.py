@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import redis
 
-from shared import redisconn, status
+from shared import dlq_cli, redisconn, status
 from shared.settings import ConfigError, Role, Settings, load_or_exit
 
 
@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     p_status = sub.add_parser("status", help="queue depths, pending work, dead letters, AEP pause and token")
     p_status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     sub.add_parser("check", help="check the configuration and Redis; exit non-zero on a problem")
+    dlq_cli.add_parser(sub)
     sub.add_parser(
         "sandbox", help="run the local AEP stand-in (see rainbridge sandbox --help)", add_help=False
     )
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "check":
         return check()
+    if args.command == "dlq":
+        return dlq_cli.run(args)
     settings = load_or_exit()
     client = redisconn.connect(settings)
     try:
@@ -108,7 +111,7 @@ def check() -> int:
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 if __name__ == "__main__":
