@@ -258,7 +258,7 @@ def test_an_event_over_10_kb_is_dead_lettered_before_sending_with_its_size(
 def test_raw_mode_sends_each_push_unchanged_to_the_single_endpoint(
     redis_client: redis.Redis, settings: Settings, sandbox: SandboxClient, session: requests.Session
 ) -> None:
-    raw = dataclasses.replace(settings, aep_payload_mode="raw", aep_flow_id="flow-123")
+    raw = dataclasses.replace(settings, aep_payload_mode="raw", aep_flow_id="flow-123", aep_tenant_id=None)
     pushes = [samples.push() for _ in range(3)]
     load(redis_client, raw, pushes)
     sandbox.faults(reject_ids=[pushes[2]["transmissionId"]], reject_status=400)

@@ -19,7 +19,7 @@ from shared.settings import Settings
 from worker import streams
 from worker.dedupe import Handoff, Ready, Rejected
 from worker.errors import InternalError, InvalidPush, Permanent
-from worker.transform import check_size, encode, envelope, to_xdm
+from worker.transform import check_size, encode, envelope, event_id, to_xdm
 from worker.validate import validate
 
 log = logging.getLogger(__name__)
@@ -53,10 +53,10 @@ def prepare(entry: streams.Entry, settings: Settings) -> Ready | Rejected:
         )
     try:
         push = validate(raw)
-        event = to_xdm(push, settings)
         if settings.aep_payload_mode == "raw":
-            message = push_json
+            message = push_json  # AEP's Data Prep maps it: send it as it came
         else:
+            event = to_xdm(push, settings)
             check_size(encode(event))
             message = encode(envelope(event, settings))
     except Permanent as exc:
@@ -65,13 +65,12 @@ def prepare(entry: streams.Entry, settings: Settings) -> Ready | Rejected:
         # A bug of ours must not send the entry round forever: keep it, with the error, for replay.
         log.exception("%s could not be transformed", entry.id)
         return _rejected(entry, received_ms, raw, push_json, InternalError(repr(exc)))
-    tenant = event.get(settings.tenant_key, {})
     return Ready(
         entry_id=entry.id,
-        seen_key=keys.seen(event["_id"]),
+        seen_key=keys.seen(event_id(push.transmission_id)),
         replay=entry.fields.get("replay") == "1",
-        transmission_id=tenant.get("transmissionId", ""),
-        event_type=event["eventType"],
+        transmission_id=push.transmission_id,
+        event_type=push.event_type,
         received_ms=received_ms,
         push=push_json,
         message=message,

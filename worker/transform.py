@@ -27,6 +27,11 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def event_id(transmission_id: str) -> str:
+    """The event's ``_id``: SHA-256 of the transmissionId, so a re-send is the same AEP record."""
+    return _sha256(transmission_id)
+
+
 def to_xdm(push: Push, settings: Settings, table: Iterable[FieldMap] = MAPPING) -> dict[str, Any]:
     """The XDM ExperienceEvent for ``push``: structural fields, identityMap and the tenant object."""
     if not settings.aep_tenant_id:
@@ -57,7 +62,7 @@ def to_xdm(push: Push, settings: Settings, table: Iterable[FieldMap] = MAPPING) 
     else:
         identity = {"Email": [_identity(push.email)]}
     event: dict[str, Any] = {
-        "_id": _sha256(push.transmission_id),
+        "_id": event_id(push.transmission_id),
         "timestamp": xdm_time(push.timestamp),
         "eventType": push.event_type,
         "identityMap": identity,
