@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import signal
 import time
-from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,61 +13,14 @@ import redis
 import requests
 
 from devkit.sandbox import SandboxServer
-from shared import deadletter, keys
+from shared import keys
 from shared.settings import Settings
 from tests import samples
 from tests.conftest import TOKEN, Pipeline, SandboxClient, to_env
+from tests.ledger import Ledger
 from tests.servers import free_port, gunicorn, wait_for
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-class Ledger:
-    """Every push the receiver acknowledged, and the check that each one ended somewhere."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.acked: dict[str, dict[str, Any]] = {}
-        self.http = requests.Session()
-
-    def post(self, pushes: list[dict[str, Any]], workers: int = 8) -> None:
-        def one(push: dict[str, Any]) -> None:
-            resp = self.http.post(f"{self.url}/v1/pushes", json=push, headers=AUTH, timeout=10)
-            if resp.status_code == 202:
-                self.acked[push["transmissionId"]] = push
-
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(one, pushes))
-
-    def verdict(self, sandbox: SandboxClient, client: redis.Redis) -> dict[str, Any]:
-        """Delivered, dead-lettered, duplicates under different _ids, and missing."""
-        ids_by_tid: dict[str, set[str]] = defaultdict(set)
-        copies: dict[str, int] = defaultdict(int)
-        for event in sandbox.events():
-            ids_by_tid[event["transmissionId"]].add(event["id"])
-            copies[event["transmissionId"]] += 1
-        dead = {letter.transmission_id: letter.reason for letter in deadletter.read_all(client)}
-        missing = [tid for tid in self.acked if tid not in ids_by_tid and tid not in dead]
-        return {
-            "acked": len(self.acked),
-            "delivered": len(set(ids_by_tid) & set(self.acked)),
-            "dead": dead,
-            "missing": missing,
-            "conflicting_ids": [tid for tid, ids in ids_by_tid.items() if len(ids) > 1],
-            "resent": sum(n - 1 for n in copies.values()),
-        }
-
-    def wait_until_settled(
-        self, sandbox: SandboxClient, client: redis.Redis, timeout: float
-    ) -> dict[str, Any]:
-        return dict(
-            wait_for(
-                lambda: (v := self.verdict(sandbox, client)) and not v["missing"] and v,
-                timeout=timeout,
-                interval=0.5,
-                what="every acknowledged push to be delivered or dead-lettered",
-            )
-        )
 
 
 @pytest.fixture

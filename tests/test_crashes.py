@@ -1,0 +1,191 @@
+"""Proof of "nothing lost": real processes killed while pushes stream in, then the ledger is checked.
+
+Each test keeps a ledger of every push the receiver acknowledged; at the end each one must be at
+the AEP sandbox (once, or repeated only under the same _id) or in the dead-letter store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+from shared import keys
+from shared.settings import Settings
+from tests import samples
+from tests.conftest import TOKEN, Pipeline, SandboxClient, to_env
+from tests.ledger import Ledger, Streamer
+from tests.servers import Process, RedisServer, free_port, gunicorn, wait_for
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class Stack:
+    """Receiver (gunicorn), beat and workers on given settings, stopped together."""
+
+    def __init__(self, settings: Settings, workdir: Path) -> None:
+        self.settings = settings
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.receiver: Process = gunicorn(to_env(settings), self.port, workdir / "gunicorn.log")
+        self.pipeline = Pipeline(settings, workdir)
+        wait_for(lambda: requests.get(f"{self.url}/healthz", timeout=1).ok, what="gunicorn")
+        self.pipeline.start_beat()
+
+    def stop(self) -> None:
+        self.pipeline.stop()
+        self.receiver.stop()
+
+
+@pytest.fixture
+def quick(settings: Settings) -> Settings:
+    """Settings that take over a dead worker's work after 2 s, so the tests stay short."""
+    return dataclasses.replace(settings, pending_claim_seconds=2, delivery_backoff_cap_seconds=2)
+
+
+@pytest.fixture
+def stack(quick: Settings, redis_client: redis.Redis, tmp_path: Path) -> Iterator[Stack]:
+    running = Stack(quick, tmp_path)
+    yield running
+    running.stop()
+
+
+def assert_nothing_lost(verdict: dict[str, object]) -> None:
+    assert verdict["missing"] == []
+    assert verdict["conflicting_ids"] == []
+    assert verdict["dead"] == {}
+
+
+def test_sigkill_of_a_worker_process_group_three_times_loses_nothing(
+    stack: Stack, sandbox: SandboxClient, redis_client: redis.Redis
+) -> None:
+    stack.pipeline.start_worker("steady")
+    ledger = Ledger(stack.url)
+    with Streamer(ledger, rate=60):
+        for round_ in range(3):
+            victim = stack.pipeline.start_worker(f"victim{round_}")
+            time.sleep(2.5)
+            victim.signal_group(signal.SIGKILL)
+    verdict = ledger.wait_until_settled(sandbox, redis_client, timeout=60)
+    assert_nothing_lost(verdict)
+    assert verdict["acked"] > 300
+    print(f"\n3 worker kills: {verdict['acked']} acknowledged, all delivered, {verdict['resent']} re-sent")
+
+
+def _gunicorn_children(master: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True, check=False).stdout
+    return [int(pid) for pid in out.split()]
+
+
+def test_sigkill_of_a_receiver_worker_mid_request_never_loses_an_acknowledged_push(
+    stack: Stack, sandbox: SandboxClient, redis_client: redis.Redis
+) -> None:
+    stack.pipeline.start_worker()
+    ledger = Ledger(stack.url)
+    with Streamer(ledger, rate=150, batch=10):
+        for _ in range(3):
+            time.sleep(1)
+            children = wait_for(lambda: _gunicorn_children(stack.receiver.proc.pid), what="gunicorn workers")
+            os.kill(children[0], signal.SIGKILL)
+    verdict = ledger.wait_until_settled(sandbox, redis_client, timeout=60)
+    assert_nothing_lost(verdict)
+    print(
+        f"\n3 receiver kills: {verdict['acked']} acknowledged and delivered; "
+        f"{ledger.errors} requests got no answer (the sender retries those)"
+    )
+
+
+def test_redis_shutdown_and_restart_mid_stream_loses_nothing_acknowledged(
+    quick: Settings, sandbox: SandboxClient, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    own = dataclasses.replace(quick, redis_url=server.url)
+    stack = Stack(own, tmp_path)
+    try:
+        stack.pipeline.start_worker()
+        ledger = Ledger(stack.url)
+        with Streamer(ledger, rate=60):
+            time.sleep(3)
+            # Redis stopped the way an operator stops it: SHUTDOWN writes out the AOF
+            server.shutdown()
+            time.sleep(0.5)
+            down = requests.post(f"{stack.url}/v1/pushes", json=samples.push(), headers=AUTH, timeout=10)
+            assert down.status_code == 503
+            assert int(down.headers["Retry-After"]) > 0
+            assert requests.get(f"{stack.url}/readyz", timeout=10).status_code == 503
+            time.sleep(3)
+            server.start()
+            time.sleep(4)
+        verdict = ledger.wait_until_settled(sandbox, server.client(), timeout=90)
+        assert_nothing_lost(verdict)
+        assert ledger.refused.get(503, 0) > 0
+        assert requests.get(f"{stack.url}/readyz", timeout=5).status_code == 200
+        print(f"\nRedis restart: {verdict['acked']} acknowledged, all delivered; {ledger.refused} refused")
+    finally:
+        stack.stop()
+        server.kill()
+
+
+def test_redis_killed_under_appendfsync_everysec_loses_at_most_about_a_second(
+    quick: Settings, sandbox: SandboxClient, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    own = dataclasses.replace(quick, redis_url=server.url)
+    stack = Stack(own, tmp_path)
+    try:
+        stack.pipeline.start_worker()
+        ledger = Ledger(stack.url)
+        rate = 100
+        with Streamer(ledger, rate=rate, batch=10):
+            time.sleep(3)
+            server.kill()  # SIGKILL: whatever the AOF had not fsynced is gone
+            time.sleep(2)
+            server.start()
+            time.sleep(3)
+        # Give the pipeline time to settle everything that survived, then count what did not.
+        wait_for(
+            lambda: (s := server.client()).xlen(keys.INBOX) == 0 and s.xlen(keys.OUTBOX) == 0, timeout=60
+        )
+        time.sleep(2)
+        verdict = ledger.verdict(sandbox, server.client())
+        lost = len(verdict["missing"])
+        print(
+            f"\nRedis SIGKILL under everysec: {lost} of {verdict['acked']} acknowledged lost (rate {rate}/s)"
+        )
+        assert lost <= 2 * rate  # about a second of writes, with slack for the fsync timing
+        assert verdict["conflicting_ids"] == []
+    finally:
+        stack.stop()
+        server.kill()
+
+
+def test_warm_shutdown_of_a_worker_with_work_in_hand_loses_nothing_and_resends_nothing(
+    stack: Stack, sandbox: SandboxClient, redis_client: redis.Redis
+) -> None:
+    worker = stack.pipeline.start_worker("leaving")
+    sandbox.faults(slow_ms=1500)
+    ledger = Ledger(stack.url)
+    ledger.post([samples.push() for _ in range(30)])
+    wait_for(
+        lambda: redis_client.xpending(keys.OUTBOX, keys.OUTBOX_GROUP)["pending"] > 0, what="a batch in hand"
+    )
+
+    # SIGTERM to the worker's main process: what `docker stop` or systemd does
+    worker.proc.send_signal(signal.SIGTERM)
+    worker.proc.wait(timeout=30)
+    sandbox.faults(slow_ms=0)
+    stack.pipeline.start_worker("next")
+
+    verdict = ledger.wait_until_settled(sandbox, redis_client, timeout=60)
+    assert_nothing_lost(verdict)
+    assert verdict["resent"] == 0
