@@ -135,3 +135,15 @@ def test_entries_of_a_dead_consumer_are_taken_over_after_the_claim_time(
     quick = dataclasses.replace(settings, pending_claim_seconds=1)
     time.sleep(1.1)
     assert ingest.drain(redis_client, quick, "live", budget_s=0.1).sent == 1
+
+
+def test_consumers_of_gone_processes_are_forgotten_once_they_hold_nothing(redis_client: redis.Redis) -> None:
+    streams.ensure_group(redis_client, keys.INBOX, keys.INBOX_GROUP)
+    add_push(redis_client, samples.push())
+    streams.read_new(redis_client, keys.INBOX, keys.INBOX_GROUP, "holds-one", count=1, block_ms=0)
+    redis_client.xgroup_createconsumer(keys.INBOX, keys.INBOX_GROUP, "holds-none")
+
+    assert streams.forget_idle_consumers(redis_client, keys.INBOX, keys.INBOX_GROUP, idle_ms=0) == 1
+    names = [c["name"] for c in redis_client.xinfo_consumers(keys.INBOX, keys.INBOX_GROUP)]
+    assert names == ["holds-one"]
+    assert streams.forget_idle_consumers(redis_client, keys.INBOX, keys.INBOX_GROUP, idle_ms=60_000) == 0

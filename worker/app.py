@@ -51,6 +51,7 @@ app.conf.update(
     task_routes={
         "rainbridge.ingest": {"queue": INGEST_QUEUE},
         "rainbridge.deliver": {"queue": DELIVER_QUEUE},
+        "rainbridge.housekeep": {"queue": INGEST_QUEUE},
     },
     beat_schedule={
         # A tick that waited longer than its expiry is dropped: a newer one is already queued.
@@ -59,6 +60,7 @@ app.conf.update(
             "schedule": TICK_SECONDS,
             "options": {"expires": 2 * TICK_SECONDS},
         },
+        "housekeep": {"task": "rainbridge.housekeep", "schedule": 60.0, "options": {"expires": 60}},
         "drain-outbox": {
             "task": "rainbridge.deliver",
             "schedule": TICK_SECONDS,

@@ -113,3 +113,21 @@ def delivery_counts(client: redis.Redis, stream: str, group: str, ids: list[str]
         entry_id: int(reply[0]["times_delivered"]) if reply else 1
         for entry_id, reply in zip(ids, replies, strict=True)
     }
+
+
+def forget_idle_consumers(client: redis.Redis, stream: str, group: str, *, idle_ms: int) -> int:
+    """Remove consumers with nothing pending that have been silent for ``idle_ms``.
+
+    Every worker process is a consumer named after its pid, so restarts leave old names behind;
+    a consumer with pending entries is kept until those are taken over.
+    """
+    removed = 0
+    try:
+        consumers = client.xinfo_consumers(stream, group)
+    except redis.ResponseError:
+        return 0  # no stream or group yet
+    for consumer in consumers:
+        if int(consumer["pending"]) == 0 and int(consumer["idle"]) >= idle_ms:
+            client.xgroup_delconsumer(stream, group, consumer["name"])
+            removed += 1
+    return removed

@@ -9,12 +9,15 @@ from typing import Any
 import redis
 import requests
 
-from shared import redisconn
-from worker import deliver, ingest
+from shared import keys, redisconn
+from worker import deliver, ingest, streams
 from worker.app import BUDGET_SECONDS, app, settings
 from worker.ims import TokenCache
 
 _process: dict[str, Any] = {}
+
+#: A consumer silent this long with nothing pending belongs to a process that is gone.
+CONSUMER_IDLE_MS = 3600 * 1000
 
 
 def _resources() -> tuple[redis.Redis, deliver.AepClient, str]:
@@ -40,6 +43,17 @@ def ingest_inbox() -> dict[str, Any]:
     if summary.busy:
         ingest_inbox.apply_async(expires=2 * BUDGET_SECONDS)  # a backlog: keep this drain going
     return {"read": summary.read, "sent": summary.sent, "repeats": summary.repeats, "dead": summary.dead}
+
+
+@app.task(name="rainbridge.housekeep")
+def housekeep() -> dict[str, Any]:
+    """Forget consumers of worker processes long gone, so the groups list only live ones."""
+    client, _, _ = _resources()
+    removed = {
+        stream: streams.forget_idle_consumers(client, stream, group, idle_ms=CONSUMER_IDLE_MS)
+        for stream, group in ((keys.INBOX, keys.INBOX_GROUP), (keys.OUTBOX, keys.OUTBOX_GROUP))
+    }
+    return {"consumers_removed": removed}
 
 
 @app.task(name="rainbridge.deliver")
