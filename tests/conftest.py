@@ -6,7 +6,6 @@ import dataclasses
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -14,10 +13,11 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
+from devkit.procs import Process, RedisServer, celery_beat, celery_worker, free_port, gunicorn, wait_for
 from devkit.sandbox import SandboxConfig, SandboxServer
+from devkit.sandbox_client import SandboxClient
 from receiver.app import create_app
 from shared.settings import Settings
-from tests.servers import Process, RedisServer, celery_beat, celery_worker, free_port, gunicorn, wait_for
 
 TOKEN = "test-token-0123456789abcdef"
 INLET = "test-inlet-0123456789abcdef"
@@ -72,48 +72,6 @@ def sandbox(sandbox_server: SandboxServer) -> Iterator[SandboxClient]:
     yield client
     client.reset()
     client.http.close()
-
-
-class SandboxClient:
-    """Reads the sandbox's records and sets its fault instructions over HTTP."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.http = requests.Session()
-
-    def reset(self) -> None:
-        self.http.post(f"{self.url}/sandbox/reset", timeout=5).raise_for_status()
-
-    def events(self) -> list[dict[str, Any]]:
-        resp = self.http.get(f"{self.url}/sandbox/events", params={"limit": 1_000_000}, timeout=10)
-        resp.raise_for_status()
-        events: list[dict[str, Any]] = resp.json()["events"]
-        return events
-
-    def requests(self) -> list[dict[str, Any]]:
-        resp = self.http.get(f"{self.url}/sandbox/requests", params={"limit": 1_000_000}, timeout=10)
-        resp.raise_for_status()
-        records: list[dict[str, Any]] = resp.json()["requests"]
-        return records
-
-    def stats(self) -> dict[str, Any]:
-        resp = self.http.get(f"{self.url}/sandbox/stats", timeout=5)
-        resp.raise_for_status()
-        stats: dict[str, Any] = resp.json()
-        return stats
-
-    def faults(self, **instructions: Any) -> None:
-        self.http.post(f"{self.url}/sandbox/faults", json=instructions, timeout=5).raise_for_status()
-
-    def wait_for_events(self, count: int, timeout: float = 30) -> list[dict[str, Any]]:
-        return list(
-            wait_for(
-                lambda: (ev := self.events()) and len(ev) >= count and ev,
-                timeout=timeout,
-                interval=0.2,
-                what=f"{count} events at the sandbox",
-            )
-        )
 
 
 @pytest.fixture

@@ -18,12 +18,12 @@ import pytest
 import redis
 import requests
 
+from devkit import samples
+from devkit.ledger import Ledger, Streamer
+from devkit.procs import Process, RedisServer, free_port, gunicorn, wait_for
 from shared import keys
 from shared.settings import Settings
-from tests import samples
 from tests.conftest import TOKEN, Pipeline, SandboxClient, to_env
-from tests.ledger import Ledger, Streamer
-from tests.servers import Process, RedisServer, free_port, gunicorn, wait_for
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -68,7 +68,7 @@ def test_sigkill_of_a_worker_process_group_three_times_loses_nothing(
     stack: Stack, sandbox: SandboxClient, redis_client: redis.Redis
 ) -> None:
     stack.pipeline.start_worker("steady")
-    ledger = Ledger(stack.url)
+    ledger = Ledger(stack.url, TOKEN)
     with Streamer(ledger, rate=60):
         for round_ in range(3):
             victim = stack.pipeline.start_worker(f"victim{round_}")
@@ -89,7 +89,7 @@ def test_sigkill_of_a_receiver_worker_mid_request_never_loses_an_acknowledged_pu
     stack: Stack, sandbox: SandboxClient, redis_client: redis.Redis
 ) -> None:
     stack.pipeline.start_worker()
-    ledger = Ledger(stack.url)
+    ledger = Ledger(stack.url, TOKEN)
     with Streamer(ledger, rate=150, batch=10):
         for _ in range(3):
             time.sleep(1)
@@ -112,7 +112,7 @@ def test_redis_shutdown_and_restart_mid_stream_loses_nothing_acknowledged(
     stack = Stack(own, tmp_path)
     try:
         stack.pipeline.start_worker()
-        ledger = Ledger(stack.url)
+        ledger = Ledger(stack.url, TOKEN)
         with Streamer(ledger, rate=60):
             time.sleep(3)
             # Redis stopped the way an operator stops it: SHUTDOWN writes out the AOF
@@ -144,7 +144,7 @@ def test_redis_killed_under_appendfsync_everysec_loses_at_most_about_a_second(
     stack = Stack(own, tmp_path)
     try:
         stack.pipeline.start_worker()
-        ledger = Ledger(stack.url)
+        ledger = Ledger(stack.url, TOKEN)
         rate = 100
         with Streamer(ledger, rate=rate, batch=10):
             time.sleep(3)
@@ -174,7 +174,7 @@ def test_warm_shutdown_of_a_worker_with_work_in_hand_loses_nothing_and_resends_n
 ) -> None:
     worker = stack.pipeline.start_worker("leaving")
     sandbox.faults(slow_ms=1500)
-    ledger = Ledger(stack.url)
+    ledger = Ledger(stack.url, TOKEN)
     ledger.post([samples.push() for _ in range(30)])
     wait_for(
         lambda: redis_client.xpending(keys.OUTBOX, keys.OUTBOX_GROUP)["pending"] > 0, what="a batch in hand"

@@ -14,9 +14,9 @@ import pytest
 import redis
 import requests
 
+from devkit import samples
 from shared import deadletter, keys
 from shared.settings import Settings
-from tests import samples
 from tests.conftest import SandboxClient
 from worker import deliver, ingest, pause
 from worker.ims import TokenCache

@@ -14,12 +14,12 @@ import pytest
 import redis
 import requests
 
+from devkit import samples
+from devkit.procs import wait_for
 from shared import cli, deadletter, dlq, dlq_cli, keys
 from shared.deadletter import DeadLetter
 from shared.settings import Settings
-from tests import samples
 from tests.conftest import TOKEN, SandboxClient, to_env
-from tests.servers import wait_for
 from worker import deliver, ingest
 from worker.ims import TokenCache
 

@@ -12,20 +12,20 @@ import pytest
 import redis
 import requests
 
+from devkit import samples
+from devkit.ledger import Ledger
+from devkit.procs import free_port, gunicorn, wait_for
 from devkit.sandbox import SandboxServer
 from shared import keys
 from shared.settings import Settings
-from tests import samples
 from tests.conftest import TOKEN, Pipeline, SandboxClient, to_env
-from tests.ledger import Ledger
-from tests.servers import free_port, gunicorn, wait_for
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
 def ledger(receiver_url: str) -> Any:
-    book = Ledger(receiver_url)
+    book = Ledger(receiver_url, TOKEN)
     yield book
     book.http.close()
 

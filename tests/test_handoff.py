@@ -8,9 +8,9 @@ import time
 
 import redis
 
+from devkit import samples
 from shared import deadletter, keys
 from shared.settings import Settings
-from tests import samples
 from worker import dedupe, ingest, streams
 
 

@@ -11,10 +11,10 @@ import redis
 import requests
 from flask import Flask
 
+from devkit import samples
+from devkit.procs import free_port, gunicorn, wait_for
 from shared.settings import Settings
-from tests import samples
 from tests.conftest import TOKEN, Pipeline, SandboxClient, to_env
-from tests.servers import free_port, gunicorn, wait_for
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

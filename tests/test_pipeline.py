@@ -11,11 +11,11 @@ from typing import Any
 import redis
 import requests
 
+from devkit import samples
+from devkit.procs import wait_for
 from shared import deadletter, keys
 from shared.settings import Settings
-from tests import samples
 from tests.conftest import INLET, SANDBOX, TOKEN, Pipeline, SandboxClient
-from tests.servers import wait_for
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -16,11 +16,11 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
+from devkit import samples
+from devkit.procs import RedisServer
 from shared import keys
 from shared.settings import Settings
-from tests import samples
 from tests.conftest import INLET, TOKEN
-from tests.servers import RedisServer
 
 MakeApp = Callable[[Settings], Flask]
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from devkit.procs import BIN, ROOT, free_port
 from shared.settings import ConfigError, Settings
 from tests.conftest import to_env
-from tests.servers import BIN, ROOT, free_port
 
 
 def test_defaults_match_the_design() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -9,18 +10,18 @@ from typing import Any
 import redis
 import requests
 
+from devkit import samples
+from devkit.procs import wait_for
+from devkit.sandbox_client import SandboxClient
 from shared import deadletter
-from tests.conftest import TOKEN, SandboxClient
-from tests.servers import wait_for
-
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 class Ledger:
     """Every push the receiver acknowledged, and the check that each one ended somewhere."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: str) -> None:
         self.url = url
+        self.headers = {"Authorization": f"Bearer {token}"}
         self.acked: dict[str, dict[str, Any]] = {}
         self.refused: dict[int, int] = {}
         self.errors = 0
@@ -29,7 +30,7 @@ class Ledger:
     def post(self, pushes: list[dict[str, Any]], workers: int = 8) -> None:
         def one(push: dict[str, Any]) -> None:
             try:
-                resp = self.http.post(f"{self.url}/v1/pushes", json=push, headers=AUTH, timeout=10)
+                resp = self.http.post(f"{self.url}/v1/pushes", json=push, headers=self.headers, timeout=10)
             except requests.RequestException:
                 self.errors += 1  # no answer: the sender would retry; nothing was promised
                 return
@@ -76,8 +77,6 @@ class Streamer:
     """Posts pushes in the background at about ``rate`` per second until stopped."""
 
     def __init__(self, ledger: Ledger, rate: float, batch: int = 5) -> None:
-        import threading  # noqa: PLC0415 - only streaming tests need threads
-
         self.ledger = ledger
         self.rate = rate
         self.batch = batch
@@ -96,7 +95,6 @@ class Streamer:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        from tests import samples  # noqa: PLC0415
 
         while not self._stop.is_set():
             self.ledger.post([samples.push() for _ in range(self.batch)], workers=self.batch)
