@@ -9,7 +9,7 @@ import redis
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from receiver import collection, health, pushes
+from receiver import collection, health, observe, pushes
 from receiver.backpressure import Backpressure
 from receiver.errors import ReceiverError
 from receiver.state import ReceiverState
@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
     )
     for blueprint in (pushes.bp, collection.bp, health.bp):
         app.register_blueprint(blueprint)
+    observe.install(app)
     app.register_error_handler(ReceiverError, _receiver_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)

@@ -71,6 +71,7 @@ class Settings:
 
     sentry_dsn: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -271,6 +272,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "deadletter_retention_days": _int_in(1, 3650),
     "pending_claim_seconds": _int_in(1, 3600),
     "log_level": _log_level,
+    "log_format": _choice("json", "text"),
 }
 
 

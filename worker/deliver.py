@@ -26,7 +26,7 @@ from typing import Any
 import redis
 import requests
 
-from shared import deadletter, keys
+from shared import deadletter, keys, metrics
 from shared.settings import Settings
 from worker import pause, streams
 from worker.batch import Batch, Batcher
@@ -131,10 +131,16 @@ class AepClient:
             headers["x-api-key"] = s.aep_client_id
         if s.aep_flow_id:
             headers["x-adobe-flow-id"] = s.aep_flow_id
+        started = time.perf_counter()
         try:
-            return self._session.post(url, data=body.encode(), headers=headers, timeout=s.aep_timeout_seconds)
+            resp = self._session.post(url, data=body.encode(), headers=headers, timeout=s.aep_timeout_seconds)
         except requests.RequestException as exc:
+            metrics.inc(metrics.AEP_RESPONSES, status=type(exc).__name__)
             raise AepUnavailable(f"AEP unreachable: {type(exc).__name__}") from None
+        finally:
+            metrics.observe(metrics.AEP_SECONDS, time.perf_counter() - started)
+        metrics.inc(metrics.AEP_RESPONSES, status=str(resp.status_code))
+        return resp
 
 
 def send(aep: AepClient, settings: Settings, entries: list[streams.Entry]) -> Outcome:
@@ -143,6 +149,8 @@ def send(aep: AepClient, settings: Settings, entries: list[streams.Entry]) -> Ou
     messages = [entry.fields.get("message", "") for entry in entries]
     url = settings.aep_single_url if raw else settings.aep_batch_url
     body = messages[0] if raw else '{"messages":[' + ",".join(messages) + "]}"
+    metrics.inc(metrics.BATCHES)
+    metrics.observe(metrics.BATCH_SIZE, len(entries))
     try:
         resp = aep.post(url, body)
     except AepUnavailable as exc:
@@ -327,9 +335,11 @@ def _settle_exhausted(settle: Settler, batch: Batch, summary: DeliverSummary) ->
         detail = f"not delivered after {attempts} attempt(s) over {age_s:.0f} s"
         dead.append((entry, deadletter.DELIVERY_EXHAUSTED, detail))
         batch.attempts[entry.id] = attempts
-        log.warning("%s dead-lettered (delivery_exhausted): %s", entry.fields.get("transmissionId"), detail)
+        tid = entry.fields.get("transmissionId")
+        log.warning("%s dead-lettered (delivery_exhausted): %s", tid, detail, extra={"transmissionId": tid})
     settle([], dead, batch.attempts)
     summary.exhausted += len(dead)
+    metrics.inc(metrics.DEADLETTERS, len(dead), reason=deadletter.DELIVERY_EXHAUSTED)
 
 
 def _settle_outcome(
@@ -345,11 +355,15 @@ def _settle_outcome(
     dead = [(entry, deadletter.AEP_REJECTED, detail) for entry, detail in outcome.rejected]
     settle(outcome.accepted, dead, batch.attempts)
     for entry, detail in outcome.rejected:
-        log.warning("%s dead-lettered (aep_rejected): %s", entry.fields.get("transmissionId"), detail)
+        tid = entry.fields.get("transmissionId")
+        log.warning("%s dead-lettered (aep_rejected): %s", tid, detail, extra={"transmissionId": tid})
     summary.requests += outcome.requests
     summary.accepted += len(outcome.accepted)
     summary.rejected += len(outcome.rejected)
     summary.retrying += len(outcome.retry)
+    metrics.inc(metrics.PUSHES, len(outcome.accepted), outcome="sent")
+    metrics.inc(metrics.RETRIES, len(outcome.retry))
+    metrics.inc(metrics.DEADLETTERS, len(outcome.rejected), reason=deadletter.AEP_REJECTED)
     if outcome.accepted:
         pause.succeeded(client)
     cap_ms = settings.delivery_backoff_cap_seconds * 1000

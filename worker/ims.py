@@ -17,7 +17,7 @@ from typing import cast
 import redis
 import requests
 
-from shared import keys
+from shared import keys, metrics
 from shared.settings import Settings
 from worker.errors import AepMisconfigured, AepUnavailable
 
@@ -127,5 +127,6 @@ class TokenCache:
             lifetime = float(data["expires_in"])  # seconds (IMS v3)
         except (ValueError, KeyError, TypeError):
             raise AepUnavailable("Adobe IMS answered 200 without access_token/expires_in") from None
+        metrics.inc(metrics.TOKENS_MINTED)
         log.info("minted a new AEP access token, valid for %d s", lifetime)
         return AccessToken(value, started + lifetime, started + lifetime * RENEW_AT_SHARE)

@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from shared import keys
+from shared import keys, metrics
 from shared.settings import Settings
 from worker import streams
 from worker.dedupe import Handoff, Ready, Rejected
@@ -115,6 +115,10 @@ def drain(client: redis.Redis, settings: Settings, consumer: str, budget_s: floa
                 break
         items = [prepare(entry, settings) for entry in entries]
         result = handoff(items)
+        ready = sum(1 for item in items if isinstance(item, Ready))
+        metrics.inc(metrics.PUSHES, ready, outcome="validated")
+        metrics.inc(metrics.PUSHES, len(items) - ready, outcome="invalid")
+        metrics.inc(metrics.PUSHES, result.repeats, outcome="duplicate")
         summary.read += len(entries)
         summary.sent += result.sent
         summary.repeats += result.repeats
@@ -122,11 +126,13 @@ def drain(client: redis.Redis, settings: Settings, consumer: str, budget_s: floa
         for item in items:
             if isinstance(item, Rejected):
                 summary.reasons[item.reason] = summary.reasons.get(item.reason, 0) + 1
+                metrics.inc(metrics.DEADLETTERS, reason=item.reason)
                 log.warning(
                     "%s dead-lettered (%s): %s",
                     item.transmission_id or item.entry_id,
                     item.reason,
                     item.detail,
+                    extra={"transmissionId": item.transmission_id},
                 )
         summary.busy = len(entries) == READ_COUNT
         entries = []

@@ -14,7 +14,7 @@ from email.utils import parsedate_to_datetime
 
 import redis
 
-from shared import keys
+from shared import keys, metrics
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ def paused_until(client: redis.Redis) -> int:
 def pause(client: redis.Redis, until_ms: int, why: str) -> int:
     """Pause every worker's delivery until ``until_ms`` (or longer, if already paused longer)."""
     until = int(client.eval(_EXTEND, 1, keys.PAUSE, until_ms))
+    if until == until_ms:
+        metrics.inc(metrics.PAUSE_SECONDS, max(0, until_ms - now_ms()) / 1000)
     log.warning("AEP delivery paused for every worker for %.1f s: %s", (until - now_ms()) / 1000, why)
     return until
 

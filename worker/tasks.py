@@ -9,7 +9,7 @@ from typing import Any
 import redis
 import requests
 
-from shared import keys, redisconn
+from shared import keys, metrics, redisconn
 from worker import deliver, ingest, streams
 from worker.app import BUDGET_SECONDS, app, settings
 from worker.ims import TokenCache
@@ -24,6 +24,7 @@ def _resources() -> tuple[redis.Redis, deliver.AepClient, str]:
     """Per-process Redis client, HTTP session and consumer name, made after the pool forked."""
     if _process.get("pid") != os.getpid():
         client = redisconn.connect(settings)
+        metrics.RECORDER.bind(client)
         session = requests.Session()
         tokens = TokenCache(client, settings, session) if settings.aep_credentials else None
         _process.update(

@@ -1,0 +1,221 @@
+"""Metrics: every name declared here, counted per process, summed fleet-wide in Redis.
+
+Each process (gunicorn worker, Celery pool child, on any host) adds to an in-memory tally that
+a daemon thread folds into one Redis hash every second. ``/metrics`` on any receiver then shows
+the whole fleet's totals, plus gauges read from Redis at scrape time (queue depths, pending work,
+oldest age, dead letters). This stays correct with any number of processes and hosts, and costs
+the request path nothing but a dict update. A process killed outright loses at most its last
+second of counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from shared import keys, status
+
+log = logging.getLogger(__name__)
+
+METRICS = f"{keys.PREFIX}:metrics"
+FLUSH_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Definition:
+    """A metric's name, meaning, kind, labels and (for histograms) bucket bounds."""
+
+    name: str
+    help: str
+    kind: Literal["counter", "histogram"]
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] = ()
+
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+REQUESTS = Definition(
+    "rainbridge_receiver_requests",
+    "HTTP requests answered, by route and status",
+    "counter",
+    ("route", "status"),
+)
+ACK_SECONDS = Definition(
+    "rainbridge_receiver_ack_seconds", "Request to acknowledgement of stored pushes", "histogram", ("route",),
+    LATENCY_BUCKETS,
+)  # fmt: skip
+PUSHES_RECEIVED = Definition(
+    "rainbridge_receiver_pushes", "Pushes stored in the inbox", "counter", ("route",)
+)
+ENQUEUE_FAILURES = Definition(
+    "rainbridge_receiver_enqueue_failures", "Requests refused with 503", "counter", ("why",)
+)
+PUSHES = Definition(
+    "rainbridge_pushes", "Pushes by outcome: validated, invalid, duplicate, sent", "counter", ("outcome",)
+)
+BATCHES = Definition("rainbridge_aep_batches", "Requests sent to AEP", "counter")
+BATCH_SIZE = Definition(
+    "rainbridge_aep_batch_messages",
+    "Messages per AEP request",
+    "histogram",
+    (),
+    (1, 5, 10, 25, 50, 100, 150, 200, 500),
+)
+AEP_RESPONSES = Definition("rainbridge_aep_responses", "AEP answers by HTTP status", "counter", ("status",))
+AEP_SECONDS = Definition(
+    "rainbridge_aep_request_seconds", "AEP request latency", "histogram", (), LATENCY_BUCKETS
+)
+RETRIES = Definition("rainbridge_aep_retries", "Messages handed back for another delivery attempt", "counter")
+PAUSE_SECONDS = Definition("rainbridge_aep_pause_seconds", "Delivery pause time set, fleet-wide", "counter")
+DEADLETTERS = Definition("rainbridge_deadletters", "Pushes dead-lettered, by reason", "counter", ("reason",))
+TOKENS_MINTED = Definition("rainbridge_aep_tokens_minted", "Access tokens minted from Adobe IMS", "counter")
+
+DEFINITIONS = (
+    REQUESTS, ACK_SECONDS, PUSHES_RECEIVED, ENQUEUE_FAILURES, PUSHES, BATCHES, BATCH_SIZE, AEP_RESPONSES,
+    AEP_SECONDS, RETRIES, PAUSE_SECONDS, DEADLETTERS, TOKENS_MINTED,
+)  # fmt: skip
+
+
+def _field(definition: Definition, labels: dict[str, str], suffix: str = "") -> str:
+    # Label values are our own fixed words (routes, statuses, reasons), never sender data.
+    label_part = ",".join(f"{name}={labels.get(name, '')}" for name in definition.labels)
+    return f"{definition.name}|{label_part}|{suffix}"
+
+
+class Recorder:
+    """This process's tally, folded into Redis by a daemon thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tally: dict[str, float] = {}
+        self._client: redis.Redis | None = None
+        self._pid = 0
+
+    def bind(self, client: redis.Redis) -> None:
+        """Flush to ``client`` from now on (call once per process, after any fork)."""
+        self._client = client
+
+    def inc(self, definition: Definition, value: float = 1, **labels: str) -> None:
+        """Add ``value`` to a counter."""
+        self._add(_field(definition, labels), value)
+
+    def observe(self, definition: Definition, value: float, **labels: str) -> None:
+        """Record one observation in a histogram."""
+        bucket = next((b for b in definition.buckets if value <= b), None)
+        self._add(_field(definition, labels, f"le={bucket if bucket is not None else '+Inf'}"), 1)
+        self._add(_field(definition, labels, "sum"), value)
+
+    def _add(self, name: str, value: float) -> None:
+        with self._lock:
+            if self._pid != os.getpid():
+                # First record in this process, or in a fork of one: the parent flushes its own
+                # tally, so the copy inherited here is dropped, and this process gets a flusher.
+                self._pid = os.getpid()
+                self._tally = {}
+                threading.Thread(target=self._run, name="metrics-flush", daemon=True).start()
+            self._tally[name] = self._tally.get(name, 0) + value
+
+    def flush(self) -> None:
+        """Fold the tally into Redis; keep it for the next try if Redis is away."""
+        with self._lock:
+            tally, self._tally = self._tally, {}
+        if not tally or self._client is None:
+            with self._lock:
+                for name, value in tally.items():
+                    self._tally[name] = self._tally.get(name, 0) + value
+            return
+        try:
+            with self._client.pipeline(transaction=False) as pipe:
+                for name, value in tally.items():
+                    if float(value).is_integer():
+                        pipe.hincrby(METRICS, name, int(value))
+                    else:
+                        pipe.hincrbyfloat(METRICS, name, value)
+                pipe.execute()
+        except redis.RedisError:
+            with self._lock:
+                for name, value in tally.items():
+                    self._tally[name] = self._tally.get(name, 0) + value
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(FLUSH_SECONDS)
+            self.flush()
+
+
+RECORDER = Recorder()
+inc = RECORDER.inc
+observe = RECORDER.observe
+
+
+class _RedisCollector(Collector):
+    """Builds every metric family from the Redis hash and the streams, at scrape time."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+
+    def collect(self) -> Iterator[Metric]:
+        raw: dict[str, str] = self._client.hgetall(METRICS)  # type: ignore[assignment]
+        values: dict[str, dict[tuple[str, ...], dict[str, float]]] = {}
+        for field, value in raw.items():
+            name, label_part, suffix = field.split("|", 2)
+            labels = tuple(pair.split("=", 1)[1] for pair in label_part.split(",")) if label_part else ()
+            values.setdefault(name, {}).setdefault(labels, {})[suffix] = float(value)
+        for definition in DEFINITIONS:
+            yield self._family(definition, values.get(definition.name, {}))
+        yield from _gauges(status.collect(self._client))
+
+    def _family(self, d: Definition, series: dict[tuple[str, ...], dict[str, float]]) -> Metric:
+        if d.kind == "counter":
+            counter = CounterMetricFamily(d.name, d.help, labels=list(d.labels))
+            for labels, parts in sorted(series.items()):
+                counter.add_metric(list(labels), parts.get("", 0))
+            return counter
+        histogram = HistogramMetricFamily(d.name, d.help, labels=list(d.labels))
+        for labels, parts in sorted(series.items()):
+            cumulative, buckets = 0.0, []
+            for bound in [*d.buckets, float("inf")]:
+                key = "le=+Inf" if bound == float("inf") else f"le={bound}"
+                cumulative += parts.get(key, 0)
+                buckets.append(("+Inf" if bound == float("inf") else str(bound), cumulative))
+            histogram.add_metric(list(labels), buckets, parts.get("sum", 0))
+        return histogram
+
+
+def _gauges(state: dict[str, Any]) -> Iterator[Metric]:
+    depth = GaugeMetricFamily("rainbridge_queue_depth", "Entries in each stream", labels=["stream"])
+    pending = GaugeMetricFamily(
+        "rainbridge_queue_pending", "Entries read but not yet settled", labels=["stream"]
+    )
+    age = GaugeMetricFamily(
+        "rainbridge_queue_oldest_age_seconds", "Age of the oldest entry", labels=["stream"]
+    )
+    for stream in ("inbox", "outbox"):
+        depth.add_metric([stream], state[stream]["depth"])
+        pending.add_metric([stream], state[stream]["pending"])
+        age.add_metric([stream], state[stream]["oldest_age_seconds"] or 0)
+    letters = GaugeMetricFamily(
+        "rainbridge_deadletter_entries", "Dead letters kept, by reason", labels=["reason"]
+    )
+    for reason, count in state["deadletters"]["by_reason"].items():
+        letters.add_metric([reason], count)
+    paused = GaugeMetricFamily("rainbridge_aep_paused", "1 while delivery to AEP is paused for every worker")
+    paused.add_metric([], 1 if state["aep_paused_until_ms"] else 0)
+    yield from (depth, pending, age, letters, paused)
+
+
+def render(client: redis.Redis) -> bytes:
+    """The Prometheus text exposition of every rainbridge metric."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_RedisCollector(client))
+    return generate_latest(registry)
