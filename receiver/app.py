@@ -13,7 +13,7 @@ from receiver import collection, health, observe, pushes
 from receiver.backpressure import Backpressure
 from receiver.errors import ReceiverError
 from receiver.state import ReceiverState
-from shared import redisconn
+from shared import errors_reporting, redisconn
 from shared.logs import configure_logging
 from shared.settings import ConfigError, Settings
 
@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
             # Exit code 3 is gunicorn's "worker failed to boot": it stops instead of respawning.
             raise SystemExit(3) from None
         configure_logging(settings)
+    errors_reporting.init(settings, "receiver")
     client = redis_client or redisconn.connect(settings, socket_timeout=2.0)
     redisconn.warn_if_not_durable(client)
 

@@ -11,7 +11,9 @@ from typing import Any
 
 from shared.settings import Settings
 
-EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+EMAIL = re.compile(
+    r"[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z][\w-]*"
+)  # the last label has a letter: not a version
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
 #: Attributes a log call may attach with ``extra=``; they become JSON fields.
 CONTEXT_FIELDS = ("transmissionId", "receipt", "task_id", "consumer", "stream")

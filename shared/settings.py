@@ -70,6 +70,7 @@ class Settings:
     pending_claim_seconds: int = 30
 
     sentry_dsn: str | None = field(default=None, repr=False)
+    sentry_environment: str = "production"
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 

@@ -13,7 +13,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_init
 
-from shared import redisconn
+from shared import errors_reporting, redisconn
 from shared.logs import configure_logging
 from shared.settings import ConfigError, load_or_exit
 
@@ -82,4 +82,5 @@ def _check_worker_settings(**_: Any) -> None:
         print(f"rainbridge: configuration error: {exc}", flush=True)
         raise SystemExit(2) from None
     configure_logging(settings)
+    errors_reporting.init(settings, "worker")  # before the pool forks: every child inherits it
     redisconn.warn_if_not_durable(redisconn.connect(settings))
