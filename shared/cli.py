@@ -77,7 +77,7 @@ def show_status(client: redis.Redis, *, as_json: bool) -> int:
 
 
 def check() -> int:
-    """Check settings and Redis; print a verdict per line; non-zero exit on a failure."""
+    """Check settings, Redis, the AEP token and inlet; print a verdict per line; non-zero on a failure."""
     failures = 0
     try:
         settings = Settings.from_env()
@@ -105,9 +105,42 @@ def check() -> int:
         failures += len(warnings)
     except redis.RedisError as exc:
         print(f"FAIL  Redis unreachable at {settings.redacted()['REDIS_URL']}: {exc}")
-        failures += 1
+        print("verdict: Redis is needed for the rest of the checks")
+        return 1
+    if settings.aep_streaming_url:
+        failures += _check_aep(settings, client)
     print("verdict: " + ("OK" if not failures else f"{failures} problem(s)"))
     return 1 if failures else 0
+
+
+def _check_aep(settings: Settings, client: redis.Redis) -> int:
+    """Get a token (the cached one if still good) and knock on the inlet; returns the failures."""
+    import requests  # noqa: PLC0415 - only this check talks to AEP
+
+    from worker.deliver import AepClient  # noqa: PLC0415
+    from worker.errors import PipelineError  # noqa: PLC0415
+    from worker.ims import TokenCache  # noqa: PLC0415
+
+    with requests.Session() as session:
+        tokens = TokenCache(client, settings, session) if settings.aep_credentials else None
+        if tokens:
+            try:
+                tokens.get()
+                print(f"ok    AEP token from {settings.aep_ims_url}")
+            except PipelineError as exc:
+                print(f"FAIL  AEP token: {exc}")
+                return 1
+        try:
+            # An empty batch: AEP refuses it (400) on a known inlet and says 404 on an unknown one.
+            resp = AepClient(settings, tokens, session).post(settings.aep_batch_url, '{"messages":[]}')
+        except PipelineError as exc:
+            print(f"FAIL  AEP inlet: {exc}")
+            return 1
+    if resp.status_code in (200, 207, 400):
+        print(f"ok    AEP inlet answers ({resp.status_code} to an empty batch)")
+        return 0
+    print(f"FAIL  AEP inlet answered {resp.status_code}: {resp.text[:200]}")
+    return 1
 
 
 def _iso(ms: int) -> str:
