@@ -176,6 +176,7 @@ def main() -> int:
     )
     notes += [
         f"Receiver                  {receiver}   (POST /v1/pushes, /collection/{inlet[:6]}…)",
+        f"Metrics (Prometheus)      {receiver}/metrics",
         f"Flower                    http://127.0.0.1:{FLOWER_PORT}/",
         "Logs                      var/log/*.log",
     ]

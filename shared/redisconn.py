@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
+from urllib.parse import urlsplit
 
 import redis
+from redis.sentinel import Sentinel
 
 from shared.settings import Settings
 
@@ -12,15 +15,29 @@ log = logging.getLogger(__name__)
 
 
 def connect(settings: Settings, *, socket_timeout: float = 5.0) -> redis.Redis:
-    """A Redis client for ``REDIS_URL`` that fails fast instead of hanging when Redis is away."""
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=2.0,
-        socket_timeout=socket_timeout,
-        socket_keepalive=True,
-        health_check_interval=30,
-        decode_responses=True,
+    """A Redis client for ``REDIS_URL`` that fails fast instead of hanging when Redis is away.
+
+    With Sentinels the client asks them for the current master on every (re)connection, so a
+    failover is followed without a restart.
+    """
+    options: dict[str, Any] = {
+        "socket_connect_timeout": 2.0,
+        "socket_timeout": socket_timeout,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+        "decode_responses": True,
+    }
+    if not settings.uses_sentinel:
+        return redis.Redis.from_url(settings.redis_url, **options)
+    parts = [urlsplit(part) for part in settings.redis_url.split(";")]
+    hosts = [(p.hostname or "127.0.0.1", p.port or 26379) for p in parts]
+    db = int(parts[-1].path.strip("/") or 0)
+    password = next((p.password for p in parts if p.password), None)
+    sentinels = Sentinel(hosts, socket_connect_timeout=2.0, socket_timeout=2.0)  # type: ignore[no-untyped-call]
+    master: redis.Redis = sentinels.master_for(  # type: ignore[no-untyped-call]
+        settings.redis_sentinel_master or "", db=db, password=password, **options
     )
+    return master
 
 
 def durability_warnings(client: redis.Redis) -> list[str]:

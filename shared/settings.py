@@ -32,6 +32,7 @@ class Settings:
     """Everything rainbridge reads from its environment (DESIGN.md §7), already parsed."""
 
     redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+    redis_sentinel_master: str | None = None
 
     receiver_tokens: tuple[str, ...] = field(default=(), repr=False)
     receiver_signing_secret: str | None = field(default=None, repr=False)
@@ -86,7 +87,15 @@ class Settings:
                 continue
             parser = _PARSERS.get(f.name, _text)
             values[f.name] = parser(name, raw.strip())
-        return cls(**values)
+        settings = cls(**values)
+        if settings.uses_sentinel and not settings.redis_sentinel_master:
+            raise ConfigError("REDIS_SENTINEL_MASTER is not set (REDIS_URL names Sentinels: which master?)")
+        return settings
+
+    @property
+    def uses_sentinel(self) -> bool:
+        """True when ``REDIS_URL`` lists Redis Sentinels rather than one server."""
+        return self.redis_url.startswith("sentinel://")
 
     @property
     def aep_credentials(self) -> bool:
@@ -221,6 +230,15 @@ def _url(*schemes: str) -> Callable[[str, str], str]:
     return parse
 
 
+def _redis_url(name: str, raw: str) -> str:
+    # Sentinels are listed as sentinel://host:port;sentinel://host:port/db (as kombu takes them).
+    for part in raw.split(";"):
+        _url("redis", "rediss", "unix", "sentinel")(name, part)
+    if ";" in raw and not all(part.startswith("sentinel://") for part in raw.split(";")):
+        _fail(name, "may list several servers only as sentinel://host:port;sentinel://host:port")
+    return raw
+
+
 def _streaming_url(name: str, raw: str) -> str:
     _url("https", "http")(name, raw)
     if "/collection/" not in urlsplit(raw).path:
@@ -250,7 +268,7 @@ def _redact_url(url: str) -> str:
 
 
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
-    "redis_url": _url("redis", "rediss", "unix", "sentinel"),
+    "redis_url": _redis_url,
     "receiver_tokens": _tokens,
     "receiver_max_bytes": _int_in(1024, 100 * 1024 * 1024),
     "receiver_max_pushes": _int_in(1, 100_000),

@@ -40,7 +40,8 @@ app.conf.update(
     task_ignore_result=True,
     result_backend=None,
     # A task runs for about a second; after 5 minutes an unacked task is surely orphaned.
-    broker_transport_options={"visibility_timeout": 300},
+    broker_transport_options={"visibility_timeout": 300}
+    | ({"master_name": settings.redis_sentinel_master} if settings.uses_sentinel else {}),
     broker_connection_retry_on_startup=True,
     task_soft_time_limit=120,
     task_time_limit=150,

@@ -1,0 +1,72 @@
+"""Redis behind Sentinel: the receiver, the stages and Celery all find the master through it."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devkit import samples
+from devkit.procs import RedisServer, free_port, wait_for
+from devkit.redisbin import redis_server_binary
+from receiver.app import create_app
+from shared import redisconn
+from shared.settings import ConfigError, Settings
+from tests.conftest import TOKEN, Pipeline, SandboxClient
+
+MASTER = "rainbridge-master"
+
+
+@pytest.fixture
+def sentinel_url(tmp_path: Path) -> Iterator[str]:
+    """A private Redis and one Sentinel watching it; yields the sentinel:// URL."""
+    server = RedisServer(tmp_path / "master")
+    server.start()
+    port = free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(f"port {port}\nbind 127.0.0.1\nsentinel monitor {MASTER} 127.0.0.1 {server.port} 1\n")
+    proc = subprocess.Popen(
+        [redis_server_binary(), str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        url = f"sentinel://127.0.0.1:{port}/0"
+        probe = Settings(redis_url=url, redis_sentinel_master=MASTER)
+        wait_for(lambda: redisconn.connect(probe).ping(), what="the master through Sentinel")
+        yield url
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        server.kill()
+
+
+def test_a_sentinel_url_needs_the_master_name() -> None:
+    with pytest.raises(ConfigError, match="REDIS_SENTINEL_MASTER"):
+        Settings.from_env({"REDIS_URL": "sentinel://10.0.0.1:26379;sentinel://10.0.0.2:26379/0"})
+    with pytest.raises(ConfigError, match="REDIS_URL"):
+        Settings.from_env({"REDIS_URL": "redis://a:6379;redis://b:6379"})
+
+
+def test_the_pipeline_runs_through_sentinel(
+    settings: Settings, sentinel_url: str, sandbox: SandboxClient, tmp_path: Path
+) -> None:
+    behind = dataclasses.replace(settings, redis_url=sentinel_url, redis_sentinel_master=MASTER)
+    app = create_app(behind)
+    fleet = Pipeline(behind, tmp_path)
+    try:
+        fleet.start_beat()
+        fleet.start_worker()
+        pushes = [samples.push() for _ in range(5)]
+        http = app.test_client()
+        for push in pushes:
+            assert (
+                http.post("/v1/pushes", json=push, headers={"Authorization": f"Bearer {TOKEN}"}).status_code
+                == 202
+            )
+        events = sandbox.wait_for_events(5)
+        assert {e["transmissionId"] for e in events} == {p["transmissionId"] for p in pushes}
+    finally:
+        fleet.stop()
+        app.extensions["rainbridge"].redis.close()
