@@ -8,6 +8,7 @@ so the weak points of a Redis broker (see DESIGN.md §9) never touch a push.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from celery import Celery
@@ -16,6 +17,7 @@ from celery.signals import worker_init
 from shared import errors_reporting, redisconn
 from shared.logs import configure_logging
 from shared.settings import ConfigError, load_or_exit
+from worker import flower_guard
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,9 @@ INGEST_QUEUE = "ingest"
 DELIVER_QUEUE = "deliver"
 
 settings = load_or_exit()
+if refusal := flower_guard.problem(sys.argv):
+    print(f"rainbridge: {refusal}", file=sys.stderr)
+    raise SystemExit(2)
 
 app = Celery("rainbridge", broker=settings.redis_url, include=["worker.tasks"])
 app.conf.update(
