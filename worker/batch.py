@@ -84,6 +84,9 @@ class Batcher:
             idle_ms=s.pending_claim_seconds * 1000,
             count=batch.room if not batch.full else 0,
         )
+        # Entries we hold ourselves can come back from the claim if they idled past the claim time.
+        mine = {entry.id for entry in batch.entries} | {entry.id for entry in self.held}
+        stale = [entry for entry in stale if entry.id not in mine]
         self._offer(batch, self._sort_out_exhausted(batch, stale))
         while not batch.full:
             if batch.entries:
