@@ -189,3 +189,33 @@ def test_warm_shutdown_of_a_worker_with_work_in_hand_loses_nothing_and_resends_n
     verdict = ledger.wait_until_settled(sandbox, redis_client, timeout=60)
     assert_nothing_lost(verdict)
     assert verdict["resent"] == 0
+
+
+def test_workers_outlive_repeated_redis_restarts_and_carry_on_by_themselves(
+    quick: Settings, sandbox: SandboxClient, tmp_path: Path
+) -> None:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    stack = Stack(dataclasses.replace(quick, redis_url=server.url), tmp_path)
+    try:
+        workers = [stack.pipeline.start_worker("w1"), stack.pipeline.start_worker("w2")]
+        ledger = Ledger(stack.url, TOKEN)
+        for _ in range(4):
+            ledger.post([samples.push() for _ in range(20)])
+            time.sleep(1.2)  # tasks in hand, unacknowledged, when Redis goes
+            server.shutdown()
+            time.sleep(1.5)
+            server.start()
+            time.sleep(1)
+        ledger.post([samples.push() for _ in range(20)])
+        verdict = ledger.wait_until_settled(sandbox, server.client(), timeout=60)
+        assert verdict["conflicting_ids"] == []
+        assert verdict["acked"] == 100
+        # No worker died: each reconnected by itself and kept draining
+        for worker in workers:
+            assert worker.alive(), worker.output()[-3000:]
+            assert "Unrecoverable error" not in worker.output()
+        assert verdict["missing"] == []
+    finally:
+        stack.stop()
+        server.kill()

@@ -17,7 +17,7 @@ from celery.signals import worker_init
 from shared import errors_reporting, redisconn
 from shared.logs import configure_logging
 from shared.settings import ConfigError, load_or_exit
-from worker import flower_guard
+from worker import celery_fixes, flower_guard
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,8 @@ settings = load_or_exit()
 if refusal := flower_guard.problem(sys.argv):
     print(f"rainbridge: {refusal}", file=sys.stderr)
     raise SystemExit(2)
+
+celery_fixes.install()
 
 app = Celery("rainbridge", broker=settings.redis_url, include=["worker.tasks"])
 app.conf.update(
