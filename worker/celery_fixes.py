@@ -1,37 +1,34 @@
-"""A fix for Celery 5.7.0's reconnect after the broker (Redis) went away.
+"""A fix for Celery 5.7.0 / kombu 5.7.0 workers dying after the broker (Redis) went away.
 
-After a lost connection Celery first ``collect()``s it (dropping the transport's client) and then
-``close()``s it; closing a Redis channel tries to put unacknowledged messages back, which needs
-that client, and the resulting ``AttributeError`` escapes ``ignore_errors`` and kills the worker
-("Unrecoverable error: AttributeError: 'NoneType' object has no attribute 'hostname'"). The
-messages in question are our drain ticks, which beat re-sends anyway, so the right move is to
-carry on with the reconnect instead of dying.
+After a lost connection Celery drops the transport's client, yet two later steps still use the
+old channel: closing it (which puts unacknowledged messages back) and acknowledging a task that
+was running when the connection dropped (late acks). Both then fail with
+``AttributeError: 'NoneType' object has no attribute 'hostname'``, which no error handler
+expects, and the worker exits ("Unrecoverable error"). Raising the connection error those
+handlers do expect lets them do their job: the close is ignored, the ack is logged as failed
+(the message is a drain tick that beat sends again anyway), and the worker reconnects.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 from typing import Any
 
-from celery.worker.consumer.consumer import Consumer
-
-log = logging.getLogger(__name__)
+import redis
+from kombu.transport import redis as kombu_redis
 
 
 def install() -> None:
-    """Let the consumer reconnect even when closing the dead connection fails."""
-    original = Consumer.on_connection_error_after_connected
+    """Make a channel whose connection is gone raise a connection error, not an AttributeError."""
+    original = kombu_redis.Channel._connparams
     if getattr(original, "_rainbridge_fix", False):
         return
 
     @functools.wraps(original)
-    def on_connection_error_after_connected(self: Consumer, exc: BaseException) -> Any:
-        try:
-            return original(self, exc)
-        except AttributeError as error:
-            log.warning("ignored an error while closing the lost broker connection: %r", error)
-            return None
+    def _connparams(self: Any, asynchronous: bool = False) -> Any:
+        if self.connection.client is None:
+            raise redis.ConnectionError("the broker connection was closed")
+        return original(self, asynchronous)  # type: ignore[no-untyped-call]
 
-    on_connection_error_after_connected._rainbridge_fix = True  # type: ignore[attr-defined]
-    Consumer.on_connection_error_after_connected = on_connection_error_after_connected
+    _connparams._rainbridge_fix = True  # type: ignore[attr-defined]
+    kombu_redis.Channel._connparams = _connparams  # type: ignore[method-assign]
