@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format typecheck sandbox status check clean
+.PHONY: help install run test soak lint format sandbox status check clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,6 +25,9 @@ run: $(STAMP) ## Start everything (Redis, AEP sandbox, receiver, worker, beat, F
 
 test: $(STAMP) ## Run the whole test suite (real Redis, real workers, the AEP sandbox)
 	$(BIN)/pytest
+
+soak: $(STAMP) ## Run the pipeline for 10 min under random faults, then check every push (SOAK_ARGS="--minutes 3")
+	$(BIN)/python -m devkit.soak $(SOAK_ARGS)
 
 lint: $(STAMP) ## ruff lint and format check, mypy
 	$(BIN)/ruff check .

@@ -26,7 +26,9 @@ SANDBOX = SandboxConfig()
 
 def to_env(settings: Settings) -> dict[str, str]:
     """Settings as the environment variables that would produce them."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AEP_", "RECEIVER_", "REDIS_"))}
+    known = {f.name.upper() for f in dataclasses.fields(Settings)}
+    # Nothing from the caller's shell may leak into the processes a test starts.
+    env = {k: v for k, v in os.environ.items() if k not in known and not k.startswith(("AEP_", "RECEIVER_"))}
     for field in dataclasses.fields(settings):
         value = getattr(settings, field.name)
         if value is None:
