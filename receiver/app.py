@@ -9,7 +9,7 @@ import redis
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
-from receiver import collection, health, observe, pushes
+from receiver import collection, health, observe, openapi, pushes
 from receiver.backpressure import Backpressure
 from receiver.errors import ReceiverError
 from receiver.state import ReceiverState
@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
     app.extensions["rainbridge"] = ReceiverState(
         settings=settings, redis=client, backpressure=Backpressure(client, settings)
     )
-    for blueprint in (pushes.bp, collection.bp, health.bp):
+    for blueprint in (pushes.bp, collection.bp, health.bp, openapi.bp):
         app.register_blueprint(blueprint)
     observe.install(app)
     app.register_error_handler(ReceiverError, _receiver_error)
