@@ -144,6 +144,6 @@ def gunicorn(env: Mapping[str, str], port: int, log_path: Path, workers: int = 2
     """The receiver under gunicorn, as in production."""
     args = [
         str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-        "--access-logfile", "-", "receiver.app:create_app()",
+        "receiver.app:create_app()",
     ]  # fmt: skip
     return Process(args, env, log_path)

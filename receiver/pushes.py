@@ -11,6 +11,7 @@ import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from receiver.body import read_body
 from receiver.enqueue import encode, enqueue, new_receipt, read_json
 from receiver.errors import ReceiverError
 from receiver.state import receiver_state
@@ -31,7 +32,7 @@ def post_pushes() -> tuple[Response, int]:
     settings = state.settings
     _authenticate(settings)
     state.backpressure.check()
-    body = request.get_data(cache=True) if settings.receiver_signing_secret else None
+    body = read_body(request, settings.receiver_max_bytes) if settings.receiver_signing_secret else None
     if body is not None:
         _verify_signature(settings, body)
     data = read_json(request, settings.receiver_max_bytes)

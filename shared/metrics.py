@@ -142,7 +142,8 @@ class Recorder:
                     else:
                         pipe.hincrbyfloat(METRICS, name, value)
                 pipe.execute()
-        except redis.RedisError:
+        except Exception:
+            log.debug("metrics flush failed; keeping the counts for the next try", exc_info=True)
             with self._lock:
                 for name, value in tally.items():
                     self._tally[name] = self._tally.get(name, 0) + value

@@ -103,6 +103,11 @@ class _Scalar(fields.Field[_T]):
 def _check_length(field: fields.Field[Any], value: str) -> None:
     if len(value) > MAX_STRING_LENGTH:
         raise field.make_error("too_long", length=len(value))
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (from a "\ud800" escape) cannot be stored or sent as UTF-8.
+        raise field.make_error("invalid") from None
 
 
 class Text(_Scalar[str]):

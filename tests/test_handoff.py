@@ -147,3 +147,18 @@ def test_consumers_of_gone_processes_are_forgotten_once_they_hold_nothing(redis_
     names = [c["name"] for c in redis_client.xinfo_consumers(keys.INBOX, keys.INBOX_GROUP)]
     assert names == ["holds-one"]
     assert streams.forget_idle_consumers(redis_client, keys.INBOX, keys.INBOX_GROUP, idle_ms=60_000) == 0
+
+
+def test_entries_the_receiver_would_refuse_are_dead_lettered_not_looped_on(
+    redis_client: redis.Redis, settings: Settings
+) -> None:
+    # Written by something other than the receiver: none of these may stop the drain.
+    add_push(redis_client, json.dumps(samples.push(transmissionId="\ud800abc"), ensure_ascii=True))
+    add_push(redis_client, "[" * 5000 + "]" * 5000)
+    add_push(redis_client, samples.push(), receivedMs="yesterday")
+
+    summary = ingest.drain(redis_client, settings, "c1", budget_s=0.2)
+
+    assert (summary.read, summary.sent, summary.dead) == (3, 1, 2)
+    assert [d.reason for d in deadletter.read_all(redis_client)] == ["invalid_payload"] * 2
+    assert redis_client.xlen(keys.INBOX) == 0

@@ -44,15 +44,17 @@ def prepare(entry: streams.Entry, settings: Settings) -> Ready | Rejected:
     """Validate and transform one inbox entry into an outbox message, or a dead letter."""
     push_json = entry.fields.get("push", "")
     # A replayed dead letter keeps the time it was first received.
-    received_ms = int(entry.fields.get("receivedMs") or entry.ms)
+    received = entry.fields.get("receivedMs", "")
+    received_ms = int(received) if received.isdigit() else entry.ms
     try:
         raw: Any = json.loads(push_json)
-    except ValueError:
+    except (ValueError, RecursionError):
         return _rejected(
             entry, received_ms, None, push_json, InvalidPush({"_schema": ["the push is not valid JSON"]})
         )
     try:
         push = validate(raw)
+        seen_key = keys.seen(event_id(push.transmission_id))
         if settings.aep_payload_mode == "raw":
             message = push_json  # AEP's Data Prep maps it: send it as it came
         else:
@@ -67,7 +69,7 @@ def prepare(entry: streams.Entry, settings: Settings) -> Ready | Rejected:
         return _rejected(entry, received_ms, raw, push_json, InternalError(repr(exc)))
     return Ready(
         entry_id=entry.id,
-        seen_key=keys.seen(event_id(push.transmission_id)),
+        seen_key=seen_key,
         replay=entry.fields.get("replay") == "1",
         transmission_id=push.transmission_id,
         event_type=push.event_type,
@@ -81,7 +83,8 @@ def _rejected(entry: streams.Entry, received_ms: int, raw: Any, push_json: str, 
     return Rejected(
         entry_id=entry.id,
         reason=exc.reason,
-        detail=json.dumps(exc.detail, ensure_ascii=False, default=str),
+        # ASCII escapes keep any unpaired surrogate from the push storable in Redis.
+        detail=json.dumps(exc.detail, default=str),
         transmission_id=_best_effort(raw, "transmissionId"),
         event_type=_best_effort(raw, "eventType"),
         received_ms=received_ms,
@@ -91,7 +94,9 @@ def _rejected(entry: streams.Entry, received_ms: int, raw: Any, push_json: str, 
 
 def _best_effort(raw: Any, name: str) -> str:
     value = raw.get(name) if isinstance(raw, dict) else None
-    return str(value)[:200] if isinstance(value, (str, int, float)) and not isinstance(value, bool) else ""
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        return ""
+    return str(value)[:200].encode("utf-8", "replace").decode("utf-8")
 
 
 def drain(client: redis.Redis, settings: Settings, consumer: str, budget_s: float) -> IngestSummary:
