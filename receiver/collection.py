@@ -35,7 +35,7 @@ def post_single(inlet_id: str) -> tuple[Response, int]:
         raise ReceiverError(400, "not_a_push", "the body must be one JSON object")
     receipt = new_receipt()
     (entry_id,) = enqueue(state.redis, [encode(data)], receipt)
-    log.info("%s accepted 1 push via /collection, %s", receipt, entry_id)
+    log.debug("%s accepted 1 push via /collection, %s", receipt, entry_id, extra={"receipt": receipt})
     return jsonify(inletId=inlet_id, xactionId=entry_id, receivedTimeMs=_now_ms()), 200
 
 
@@ -64,7 +64,13 @@ def post_batch(inlet_id: str) -> tuple[Response, int]:
         else {"statusCode": 400, "message": "not_a_push: a message must be a JSON object"}
         for m in messages
     ]
-    log.info("%s accepted %d of %d push(es) via /collection/batch", receipt, len(pushes), len(messages))
+    log.debug(
+        "%s accepted %d of %d push(es) via /collection/batch",
+        receipt,
+        len(pushes),
+        len(messages),
+        extra={"receipt": receipt},
+    )
     return jsonify(inletId=inlet_id, batchId=receipt, receivedTimeMs=_now_ms(), responses=responses), 207
 
 

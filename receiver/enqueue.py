@@ -8,7 +8,7 @@ import secrets
 from typing import Any
 
 import redis
-from flask import Request
+from flask import Request, g
 
 from receiver.body import check_content_type, content_coding, gunzip, parse_json, read_body
 from receiver.errors import queue_unavailable
@@ -46,12 +46,15 @@ def enqueue(client: redis.Redis, pushes: list[str], receipt: str) -> list[str]:
     """
     try:
         if len(pushes) == 1:
-            return [str(client.xadd(keys.INBOX, {"push": pushes[0], "receipt": receipt}))]
-        with client.pipeline(transaction=True) as pipe:
-            for push in pushes:
-                pipe.xadd(keys.INBOX, {"push": push, "receipt": receipt})
-            return list(pipe.execute())
+            ids = [str(client.xadd(keys.INBOX, {"push": pushes[0], "receipt": receipt}))]
+        else:
+            with client.pipeline(transaction=True) as pipe:
+                for push in pushes:
+                    pipe.xadd(keys.INBOX, {"push": push, "receipt": receipt})
+                ids = list(pipe.execute())
     except redis.RedisError as exc:
         # Connection refused, timeout, or OOM under noeviction: nothing was stored.
-        log.warning("%s enqueue failed, answering 503: %s", receipt, exc)
+        log.warning("%s enqueue failed, answering 503: %s", receipt, exc, extra={"receipt": receipt})
         raise queue_unavailable() from None
+    g.stored = len(ids)  # for the request metrics
+    return ids

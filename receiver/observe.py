@@ -43,18 +43,9 @@ def _count(response: Response) -> Response:
         metrics.observe(
             metrics.ACK_SECONDS, time.perf_counter() - g.get("started", time.perf_counter()), route=route
         )
-        metrics.inc(metrics.PUSHES_RECEIVED, _stored(response), route=route)
+        metrics.inc(metrics.PUSHES_RECEIVED, g.get("stored", 0), route=route)
     elif status == 503:
         body = response.get_json(silent=True) or {}
         why = "queue_full" if "full" in str(body.get("detail", "")) else "redis_unavailable"
         metrics.inc(metrics.ENQUEUE_FAILURES, why=why)
     return response
-
-
-def _stored(response: Response) -> int:
-    body = response.get_json(silent=True) or {}
-    if "accepted" in body:
-        return int(body["accepted"])
-    if "responses" in body:
-        return sum(1 for answer in body["responses"] if "xactionId" in answer)
-    return 1
