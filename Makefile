@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test soak lint format sandbox status check clean
+.PHONY: help install run test soak bench lint format sandbox status check clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,6 +28,10 @@ test: $(STAMP) ## Run the whole test suite (real Redis, real workers, the AEP sa
 
 soak: $(STAMP) ## Run the pipeline for 10 min under random faults, then check every push (SOAK_ARGS="--minutes 3")
 	$(BIN)/python -m devkit.soak $(SOAK_ARGS)
+
+bench: $(STAMP) ## Benchmark (~15 min; QUICK=1 for ~3 min); writes bench/results.json and .png
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m devkit.bench $(if $(QUICK),--quick)
 
 lint: $(STAMP) ## ruff lint and format check, mypy
 	$(BIN)/ruff check .
