@@ -125,6 +125,11 @@ class Recorder:
                 threading.Thread(target=self._run, name="metrics-flush", daemon=True).start()
             self._tally[name] = self._tally.get(name, 0) + value
 
+    def discard(self) -> None:
+        """Drop the counts not yet folded into Redis (when that Redis is about to be emptied)."""
+        with self._lock:
+            self._tally = {}
+
     def flush(self) -> None:
         """Fold the tally into Redis; keep it for the next try if Redis is away."""
         with self._lock:
