@@ -52,6 +52,7 @@ from typing import Any
 import redis
 import requests
 
+from devkit.local import local_settings, settings_env
 from devkit.procs import BIN, ROOT, Process, RedisServer, celery_beat, celery_worker, free_port, wait_for
 from devkit.samples import push as sample_push
 from devkit.sandbox import SandboxConfig
@@ -159,17 +160,6 @@ class Tracker:
                 print(f"bench: could not stop {name}: {exc}", file=sys.stderr)
             # Popped only once stopped, so an interrupted stop is tried again by the final unwind.
             self._stoppers.pop()
-
-
-def to_env(settings: Settings) -> dict[str, str]:
-    """This environment with ``settings`` as the variables that would produce them, and no others."""
-    names = {f.name.upper() for f in dataclasses.fields(settings)}
-    env = {k: v for k, v in os.environ.items() if k not in names}
-    for field in dataclasses.fields(settings):
-        value = getattr(settings, field.name)
-        if value is not None:
-            env[field.name.upper()] = ",".join(value) if isinstance(value, tuple) else str(value)
-    return env
 
 
 def children(pid: int) -> list[int]:
@@ -369,22 +359,11 @@ class Bench:
     def settings(self) -> Settings:
         """The pipeline's settings for this run: defaults, except where Redis and AEP are."""
         assert self.redis_server is not None
-        return Settings(
-            redis_url=self.redis_server.url,
-            receiver_tokens=(TOKEN,),
-            aep_streaming_url=f"{self.sandbox_url}/collection/{SANDBOX.inlet_id}",
-            aep_ims_url=f"{self.sandbox_url}/ims/token/v3",
-            aep_client_id=SANDBOX.client_id,
-            aep_client_secret=SANDBOX.client_secret,
-            aep_org_id=SANDBOX.org_id,
-            aep_dataset_id="5f0c0c0c0c0c0c0c0c0c0c0c",
-            aep_schema_id="https://ns.adobe.com/acme/schemas/0123456789abcdef",
-            aep_tenant_id="acme",
-        )
+        return local_settings(self.redis_server.url, self.sandbox_url, receiver_tokens=(TOKEN,))
 
     def env(self) -> dict[str, str]:
         """Environment variables for the pipeline's processes."""
-        return to_env(self.settings())
+        return settings_env(self.settings())
 
     def log(self, name: str) -> Path:
         """Where a process of this run logs."""

@@ -62,6 +62,7 @@ import requests
 
 from devkit import samples
 from devkit.ledger import Ledger
+from devkit.local import local_settings, settings_env
 from devkit.procs import Process, RedisServer, celery_beat, celery_worker, free_port, gunicorn, wait_for
 from devkit.sandbox import SandboxConfig, SandboxServer, SandboxState
 from devkit.sandbox_client import SandboxClient
@@ -168,34 +169,15 @@ def parse_args(argv: list[str] | None = None) -> Options:
 
 def soak_settings(redis_url: str, sandbox_url: str) -> Settings:
     """The settings every process runs with: production defaults but for quicker recovery."""
-    return Settings(
-        redis_url=redis_url,
+    return local_settings(
+        redis_url,
+        sandbox_url,
         receiver_tokens=(TOKEN,),
         receiver_inlet_id=INLET,
-        aep_streaming_url=f"{sandbox_url}/collection/{SANDBOX.inlet_id}",
-        aep_ims_url=f"{sandbox_url}/ims/token/v3",
-        aep_client_id=SANDBOX.client_id,
-        aep_client_secret=SANDBOX.client_secret,
-        aep_org_id=SANDBOX.org_id,
-        aep_dataset_id="5f0c0c0c0c0c0c0c0c0c0c0c",
-        aep_schema_id="https://ns.adobe.com/acme/schemas/0123456789abcdef",
-        aep_tenant_id="acme",
         aep_timeout_seconds=5,
         pending_claim_seconds=5,
         delivery_backoff_cap_seconds=10,
     )
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """This process's environment with every rainbridge variable replaced by ``settings``."""
-    names = {f.name.upper() for f in dataclasses.fields(settings)}
-    # Drop inherited rainbridge variables (a SENTRY_DSN, a REDIS_URL) so only the soak's apply.
-    env = {k: v for k, v in os.environ.items() if k not in names}
-    for f in dataclasses.fields(settings):
-        value = getattr(settings, f.name)
-        if value is not None:
-            env[f.name.upper()] = ",".join(value) if isinstance(value, tuple) else str(value)
-    return env
 
 
 def tree_rss_kb(pid: int) -> int:

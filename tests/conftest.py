@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
+from devkit.local import local_settings, settings_env
 from devkit.procs import Process, RedisServer, celery_beat, celery_worker, free_port, gunicorn, wait_for
 from devkit.sandbox import SandboxConfig, SandboxServer
 from devkit.sandbox_client import SandboxClient
@@ -27,15 +26,7 @@ SANDBOX = SandboxConfig()
 
 def to_env(settings: Settings) -> dict[str, str]:
     """Settings as the environment variables that would produce them."""
-    known = {f.name.upper() for f in dataclasses.fields(Settings)}
-    # Nothing from the caller's shell may leak into the processes a test starts.
-    env = {k: v for k, v in os.environ.items() if k not in known and not k.startswith(("AEP_", "RECEIVER_"))}
-    for field in dataclasses.fields(settings):
-        value = getattr(settings, field.name)
-        if value is None:
-            continue
-        env[field.name.upper()] = ",".join(value) if isinstance(value, tuple) else str(value)
-    return env
+    return settings_env(settings)
 
 
 @pytest.fixture(scope="session")
@@ -82,18 +73,11 @@ def sandbox(sandbox_server: SandboxServer) -> Iterator[SandboxClient]:
 @pytest.fixture
 def settings(redis_server: RedisServer, sandbox_server: SandboxServer) -> Settings:
     """Settings for a test: the private Redis, the sandbox as AEP, short waits."""
-    return Settings(
-        redis_url=redis_server.url,
+    return local_settings(
+        redis_server.url,
+        sandbox_server.url,
         receiver_tokens=(TOKEN,),
         receiver_inlet_id=INLET,
-        aep_streaming_url=f"{sandbox_server.url}/collection/{SANDBOX.inlet_id}",
-        aep_ims_url=f"{sandbox_server.url}/ims/token/v3",
-        aep_client_id=SANDBOX.client_id,
-        aep_client_secret=SANDBOX.client_secret,
-        aep_org_id=SANDBOX.org_id,
-        aep_dataset_id="5f0c0c0c0c0c0c0c0c0c0c0c",
-        aep_schema_id="https://ns.adobe.com/acme/schemas/0123456789abcdef",
-        aep_tenant_id="acme",
         aep_batch_max_wait_ms=300,
         pending_claim_seconds=5,
         aep_timeout_seconds=5,
