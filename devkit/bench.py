@@ -6,8 +6,9 @@ because the machine is shared: the load average at the start of each section is 
 noisy run shows. Sections:
 
 1. ``receiver``: the receiver under gunicorn (2 sync workers) against a baseline Flask endpoint
-   that only parses JSON (:mod:`devkit.bench_baseline`), same config, interleaved rounds, load
-   from wrk (or a Python load generator); no workers run, Redis is flushed between rounds.
+   that only parses JSON, and the same endpoint plus one XADD (:mod:`devkit.bench_baseline`),
+   same config, interleaved rounds, load from wrk (or a Python load generator); no workers run,
+   Redis is flushed between rounds.
 2. ``drain``: N pushes already in the inbox, drained by one Celery worker (2 processes) and beat
    until the sandbox accepted them all; then the same N as one Celery task per push
    (:mod:`devkit.bench_naive`).
@@ -653,6 +654,7 @@ def section_receiver(bench: Bench) -> dict[str, Any]:
     script.write_text(WRK_SCRIPT % {"token": TOKEN, "head": head, "tail": tail, "run": bench.run_id})
     apps = {
         "baseline": "devkit.bench_baseline:create_app()",
+        "xadd": "devkit.bench_baseline:create_xadd_app()",
         "receiver": "receiver.app:create_app()",
     }
     urls: dict[str, str] = {}
@@ -721,6 +723,8 @@ def section_receiver(bench: Bench) -> dict[str, Any]:
         "rounds": rounds,
         **summary,
         "rps_ratio": recv["rps"] / base["rps"] if base["rps"] else float("nan"),
+        "rps_ratio_to_xadd": recv["rps"] / summary["xadd"]["rps"] if summary["xadd"]["rps"] else float("nan"),
+        "xadd_rps_ratio": summary["xadd"]["rps"] / base["rps"] if base["rps"] else float("nan"),
         "p99_ratio": recv["p99_ms"] / base["p99_ms"] if base["p99_ms"] else float("nan"),
         "profile": profile,
     }
@@ -1360,15 +1364,21 @@ def rows_for(results: dict[str, Any]) -> list[Row]:
 
 
 def _receiver_rows(r: dict[str, Any], rows: list[Row]) -> None:
-    for name in ("baseline", "receiver"):
+    for name in ("baseline", "xadd", "receiver"):
+        if name not in r:
+            continue  # results from before the parse + XADD floor was measured
         a = r[name]
         counted = f"{r['load_generator']}, {r['connections']} conns, median of {a['rounds_counted']}"
         if a["rounds_flagged"]:
             counted += f", {a['rounds_flagged']} flagged"
         value = f"{_n(a['rps'])} · {_n(a['p50_ms'], 1)} · {_n(a['p99_ms'], 1)} ms"
-        rows.append(Row("receiver", f"{name}: req/s · p50 · p99 ({counted})", value))
+        label = "parse + XADD" if name == "xadd" else name
+        rows.append(Row("receiver", f"{label}: req/s · p50 · p99 ({counted})", value))
     value = f"{_n(r['baseline']['cpu_us_per_request'])} / {_n(r['receiver']['cpu_us_per_request'])}"
     rows.append(Row("receiver", "gunicorn CPU per request, baseline / receiver (us)", value))
+    if "xadd" in r:
+        value = f"{r['xadd_rps_ratio']:.0%} / {r['rps_ratio_to_xadd']:.0%}"
+        rows.append(Row("receiver", "parse + XADD / baseline req/s; receiver / parse + XADD", value))
     rps, p99 = r["rps_ratio"], r["p99_ratio"]
     rows.append(Row("receiver", "receiver / baseline req/s", f"{rps:.0%}", ">= 85%", rps >= 0.85))
     rows.append(Row("receiver", "receiver / baseline p99", f"{p99:.2f}x", "<= 1.5x", p99 <= 1.5))
@@ -1520,7 +1530,7 @@ def draw_chart(results: dict[str, Any], path: Path) -> None:
 
 def _plot_receiver(ax: Any, r: dict[str, Any]) -> None:
     names: list[str] = []
-    for name, color in (("baseline", "tab:gray"), ("receiver", "tab:blue")):
+    for name, color in (("baseline", "tab:gray"), ("xadd", "tab:orange"), ("receiver", "tab:blue")):
         for rnd in (x for x in r["rounds"] if x["app"] == name and not x["flagged"]):
             qs = list(rnd["percentiles_ms"].items())
             names = [f"p{q}" for q, _ in qs]

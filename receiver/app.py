@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from receiver import collection, health, observe, openapi, pushes
 from receiver.backpressure import Backpressure
+from receiver.enqueue import Inbox
 from receiver.errors import ReceiverError
 from receiver.state import ReceiverState
 from shared import errors_reporting, redisconn
@@ -38,7 +39,7 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
     app = Flask("receiver")
     app.config["MAX_CONTENT_LENGTH"] = settings.receiver_max_bytes
     app.extensions["rainbridge"] = ReceiverState(
-        settings=settings, redis=client, backpressure=Backpressure(client, settings)
+        settings=settings, redis=client, backpressure=Backpressure(client, settings), inbox=Inbox(client)
     )
     for blueprint in (pushes.bp, collection.bp, health.bp, openapi.bp):
         app.register_blueprint(blueprint)

@@ -135,8 +135,8 @@ def _corrupt_gzip() -> ReceiverError:
     return ReceiverError(400, "invalid_json", "the body is declared gzip but is not valid gzip data")
 
 
-def parse_json(body: bytes) -> Any:
-    """``body`` as JSON within our limits, or a 400 ``invalid_json`` saying which rule it breaks."""
+def parse_json(body: bytes) -> tuple[Any, str]:
+    """``body`` as JSON within our limits, with its text; or a 400 ``invalid_json`` saying why not."""
     if not body.strip():
         raise ReceiverError(400, "invalid_json", "the body is empty")
     if body.startswith(_UTF8_BOM):
@@ -162,7 +162,7 @@ def parse_json(body: bytes) -> Any:
     except ValueError as exc:
         # JSONDecodeError's message gives a position, never the text around it.
         raise ReceiverError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
-    return value
+    return value, text
 
 
 def _check_limits(text: str, value: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from receiver.enqueue import encode, enqueue, new_receipt, read_json
+from receiver.enqueue import encode, new_receipt, read_json
 from receiver.errors import ReceiverError
 from receiver.state import receiver_state
 from shared.settings import Settings
@@ -30,11 +30,11 @@ def post_single(inlet_id: str) -> tuple[Response, int]:
     state = receiver_state(current_app)
     _check_inlet(state.settings, inlet_id)
     state.backpressure.check()
-    data = read_json(request, state.settings.receiver_max_bytes)
+    data, text = read_json(request, state.settings.receiver_max_bytes)
     if not isinstance(data, dict):
         raise ReceiverError(400, "not_a_push", "the body must be one JSON object")
     receipt = new_receipt()
-    (entry_id,) = enqueue(state.redis, [encode(data)], receipt)
+    (entry_id,) = state.inbox.add([text.strip()], receipt)
     log.debug("%s accepted 1 push via /collection, %s", receipt, entry_id, extra={"receipt": receipt})
     return jsonify(inletId=inlet_id, xactionId=entry_id, receivedTimeMs=_now_ms()), 200
 
@@ -46,7 +46,7 @@ def post_batch(inlet_id: str) -> tuple[Response, int]:
     settings = state.settings
     _check_inlet(settings, inlet_id)
     state.backpressure.check()
-    data = read_json(request, settings.receiver_max_bytes)
+    data, _ = read_json(request, settings.receiver_max_bytes)
     messages = data.get("messages") if isinstance(data, dict) else None
     if not isinstance(messages, list) or not messages:
         raise ReceiverError(400, "not_a_push", 'the body must be {"messages": [one or more JSON objects]}')
@@ -57,7 +57,7 @@ def post_batch(inlet_id: str) -> tuple[Response, int]:
     receipt = new_receipt()
     # Like AEP: a message that is not an object is refused on its own; its neighbours go through.
     pushes = [encode(m) for m in messages if isinstance(m, dict)]
-    ids = iter(enqueue(state.redis, pushes, receipt) if pushes else [])
+    ids = iter(state.inbox.add(pushes, receipt) if pushes else [])
     responses: list[dict[str, Any]] = [
         {"xactionId": next(ids)}
         if isinstance(m, dict)

@@ -9,10 +9,10 @@ import hmac
 import logging
 import time
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, request
 
 from receiver.body import read_body
-from receiver.enqueue import encode, enqueue, new_receipt, read_json
+from receiver.enqueue import encode, new_receipt, read_json
 from receiver.errors import ReceiverError
 from receiver.state import receiver_state
 from shared.settings import Settings
@@ -35,7 +35,7 @@ def post_pushes() -> tuple[Response, int]:
     body = read_body(request, settings.receiver_max_bytes) if settings.receiver_signing_secret else None
     if body is not None:
         _verify_signature(settings, body)
-    data = read_json(request, settings.receiver_max_bytes)
+    data, text = read_json(request, settings.receiver_max_bytes)
     pushes = data if isinstance(data, list) else [data]
     if not pushes or not all(isinstance(p, dict) for p in pushes):
         raise ReceiverError(400, "not_a_push", "send one JSON object, or an array of 1 or more JSON objects")
@@ -44,10 +44,14 @@ def post_pushes() -> tuple[Response, int]:
             400, "not_a_push", f"an array may hold at most {settings.receiver_max_pushes} pushes"
         )
     receipt = new_receipt()
-    ids = enqueue(state.redis, [encode(p) for p in pushes], receipt)
+    # A single object is stored as it came (already checked), not decoded and encoded again.
+    encoded = [text.strip()] if data is pushes[0] else [encode(p) for p in pushes]
+    ids = state.inbox.add(encoded, receipt)
     # DEBUG: a line per request costs more than the rest of the request path; /metrics counts them.
     log.debug("%s accepted %d push(es), first %s", receipt, len(ids), ids[0], extra={"receipt": receipt})
-    return jsonify(accepted=len(ids), receipt=receipt), 202
+    # By hand: on this path jsonify costs about as much as the client side of the XADD.
+    answer = f'{{"accepted":{len(ids)},"receipt":"{receipt}"}}'
+    return Response(answer, content_type="application/json"), 202
 
 
 def _authenticate(settings: Settings) -> None:

@@ -8,6 +8,7 @@ import redis
 from flask import Flask
 
 from receiver.backpressure import Backpressure
+from receiver.enqueue import Inbox
 from shared.settings import Settings
 
 
@@ -18,6 +19,7 @@ class ReceiverState:
     settings: Settings
     redis: redis.Redis
     backpressure: Backpressure
+    inbox: Inbox
 
 
 def receiver_state(app: Flask) -> ReceiverState:

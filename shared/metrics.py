@@ -86,10 +86,18 @@ DEFINITIONS = (
 )  # fmt: skip
 
 
+#: Field names already built: label values are a small, fixed vocabulary, so this stays small.
+_FIELDS: dict[tuple[str, str, tuple[tuple[str, str], ...]], str] = {}
+
+
 def _field(definition: Definition, labels: dict[str, str], suffix: str = "") -> str:
-    # Label values are our own fixed words (routes, statuses, reasons), never sender data.
-    label_part = ",".join(f"{name}={labels.get(name, '')}" for name in definition.labels)
-    return f"{definition.name}|{label_part}|{suffix}"
+    key = (definition.name, suffix, tuple(labels.items()))
+    field = _FIELDS.get(key)
+    if field is None:
+        # Label values are our own fixed words (routes, statuses, reasons), never sender data.
+        label_part = ",".join(f"{name}={labels.get(name, '')}" for name in definition.labels)
+        field = _FIELDS[key] = f"{definition.name}|{label_part}|{suffix}"
+    return field
 
 
 class Recorder:
@@ -99,7 +107,10 @@ class Recorder:
         self._lock = threading.Lock()
         self._tally: dict[str, float] = {}
         self._client: redis.Redis | None = None
-        self._pid = 0
+        self._flushing = False
+        # A forked child starts afresh: the parent flushes its own tally, the flusher thread did
+        # not survive the fork, and the lock may have been held by it at that instant.
+        os.register_at_fork(after_in_child=self._forked)
 
     def bind(self, client: redis.Redis) -> None:
         """Flush to ``client`` from now on (call once per process, after any fork)."""
@@ -107,23 +118,31 @@ class Recorder:
 
     def inc(self, definition: Definition, value: float = 1, **labels: str) -> None:
         """Add ``value`` to a counter."""
-        self._add(_field(definition, labels), value)
+        self._add(((_field(definition, labels), value),))
 
     def observe(self, definition: Definition, value: float, **labels: str) -> None:
         """Record one observation in a histogram."""
         bucket = next((b for b in definition.buckets if value <= b), None)
-        self._add(_field(definition, labels, f"le={bucket if bucket is not None else '+Inf'}"), 1)
-        self._add(_field(definition, labels, "sum"), value)
+        self._add(
+            (
+                (_field(definition, labels, f"le={bucket if bucket is not None else '+Inf'}"), 1),
+                (_field(definition, labels, "sum"), value),
+            )
+        )
 
-    def _add(self, name: str, value: float) -> None:
+    def _add(self, items: tuple[tuple[str, float], ...]) -> None:
         with self._lock:
-            if self._pid != os.getpid():
-                # First record in this process, or in a fork of one: the parent flushes its own
-                # tally, so the copy inherited here is dropped, and this process gets a flusher.
-                self._pid = os.getpid()
-                self._tally = {}
+            if not self._flushing:
+                self._flushing = True
                 threading.Thread(target=self._run, name="metrics-flush", daemon=True).start()
-            self._tally[name] = self._tally.get(name, 0) + value
+            tally = self._tally
+            for name, value in items:
+                tally[name] = tally.get(name, 0) + value
+
+    def _forked(self) -> None:
+        self._lock = threading.Lock()
+        self._tally = {}
+        self._flushing = False
 
     def discard(self) -> None:
         """Drop the counts not yet folded into Redis (when that Redis is about to be emptied)."""

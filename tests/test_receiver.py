@@ -235,3 +235,27 @@ def test_with_redis_stopped_pushes_get_503_with_retry_after_and_never_a_2xx(
     assert http.post("/v1/pushes", json=samples.push(), headers=AUTH).status_code == 202
     assert len(server.client().xrange(keys.INBOX)) == 2
     server.kill()
+
+
+def test_a_redis_restart_between_two_pushes_costs_the_sender_nothing(
+    settings: Settings, tmp_path: Path, make_app: MakeApp
+) -> None:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        # Given a receiver whose connection to Redis has already carried a push
+        http = make_app(dataclasses.replace(settings, redis_url=server.url)).test_client()
+        assert http.post("/v1/pushes", json=samples.push(), headers=AUTH).status_code == 202
+
+        # When Redis restarts while the receiver is idle: its connection is dead, unknown to it
+        server.shutdown()
+        server.start()
+
+        # Then the next push is still acknowledged at once, and stored exactly once
+        second = samples.push()
+        assert http.post("/v1/pushes", json=second, headers=AUTH).status_code == 202
+        stored = [json.loads(fields["push"]) for _, fields in server.client().xrange(keys.INBOX)]
+        assert len(stored) == 2
+        assert stored[1] == second
+    finally:
+        server.kill()
