@@ -45,7 +45,7 @@ def post_pushes() -> tuple[Response, int]:
         )
     receipt = new_receipt()
     # A single object is stored as it came (already checked), not decoded and encoded again.
-    encoded = [text.strip()] if data is pushes[0] else [encode(p) for p in pushes]
+    encoded = [text.strip()] if isinstance(data, dict) else [encode(p) for p in pushes]
     ids = state.inbox.add(encoded, receipt)
     # DEBUG: a line per request costs more than the rest of the request path; /metrics counts them.
     log.debug("%s accepted %d push(es), first %s", receipt, len(ids), ids[0], extra={"receipt": receipt})
