@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 
 import redis
 from flask import Flask, Response, request
@@ -17,19 +18,7 @@ from shared import keys
 
 def create_app() -> Flask:
     """A Flask app with one route, ``POST /v1/pushes``, that parses the body and answers 202."""
-    app = Flask("bench-baseline")
-
-    @app.post("/v1/pushes")
-    def post_pushes() -> Response:
-        data = json.loads(request.get_data(cache=False))
-        count = len(data) if isinstance(data, list) else 1
-        return Response(f'{{"accepted":{count}}}', status=202, mimetype="application/json")
-
-    @app.get("/healthz")
-    def healthz() -> Response:
-        return Response('{"status":"ok"}', status=200, mimetype="application/json")
-
-    return app
+    return _app("bench-baseline", store=None)
 
 
 def create_xadd_app() -> Flask:
@@ -39,14 +28,19 @@ def create_xadd_app() -> Flask:
     here to the receiver is what its own checks (auth, limits, back-pressure, metrics) cost.
     """
     client = redis.Redis.from_url(os.environ["REDIS_URL"])
-    app = Flask("bench-xadd")
+    return _app("bench-xadd", store=lambda body: client.xadd(keys.INBOX, {"push": body}))
+
+
+def _app(name: str, store: Callable[[bytes], object] | None) -> Flask:
+    app = Flask(name)
 
     @app.post("/v1/pushes")
     def post_pushes() -> Response:
         body = request.get_data(cache=False)
         data = json.loads(body)
         count = len(data) if isinstance(data, list) else 1
-        client.xadd(keys.INBOX, {"push": body})
+        if store is not None:
+            store(body)
         return Response(f'{{"accepted":{count}}}', status=202, mimetype="application/json")
 
     @app.get("/healthz")
