@@ -39,6 +39,7 @@ from receiver.body import MAX_DEPTH, MAX_MEMBERS, MAX_NUMBER_CHARS
 from shared import keys
 from shared.settings import Settings
 from tests.conftest import INLET, TOKEN
+from tests.strategies import any_json
 
 MakeApp = Callable[[Settings], Flask]
 
@@ -90,20 +91,7 @@ codings = mostly(
     st.sampled_from([None, None, "", "gzip", "x-gzip", "GZIP", "identity", "gzip, identity"]),
     st.sampled_from(["br", "deflate", "compress", "zstd", "gzip, gzip"]) | header_text,
 )
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(10**30), max_value=10**30)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20)
-)
-json_values = st.recursive(
-    scalars,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
-    ),
-    max_leaves=10,
-)
+json_values = any_json(max_int=10**30, max_text=20, max_key=10, max_leaves=10)
 # Mostly what a sender would send: an object, or an array of objects.
 push_like = st.dictionaries(st.text(max_size=10), json_values, max_size=5)
 json_bodies = push_like | st.lists(push_like, min_size=0, max_size=4) | json_values

@@ -26,6 +26,7 @@ from shared import deadletter, keys
 from shared.push import GROUPS, MAX_STRING_LENGTH, PUSH_FIELDS
 from shared.settings import Settings
 from tests.conftest import TOKEN
+from tests.strategies import any_json
 from worker import ingest, streams
 from worker.dedupe import Ready, Rejected
 from worker.transform import MAX_EVENT_BYTES
@@ -51,20 +52,7 @@ EXAMPLES = hypothesis.settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(10**40), max_value=10**40)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=40)
-)
-json_values = st.recursive(
-    scalars,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
-    ),
-    max_leaves=12,
-)
+json_values = any_json(max_int=10**40, max_text=40, max_key=12, max_leaves=12)
 # Values chosen to sit on the edges of the push's rules: lengths, ranges, formats, blanks.
 edge_values = st.sampled_from(
     [
