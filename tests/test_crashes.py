@@ -58,6 +58,21 @@ def stack(quick: Settings, redis_client: redis.Redis, tmp_path: Path) -> Iterato
     running.stop()
 
 
+@pytest.fixture
+def own_redis(quick: Settings, tmp_path: Path) -> Iterator[tuple[RedisServer, Stack]]:
+    """A stack on a redis-server of its own, for the tests that stop or kill Redis."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        running = Stack(dataclasses.replace(quick, redis_url=server.url), tmp_path)
+        try:
+            yield server, running
+        finally:
+            running.stop()
+    finally:
+        server.kill()
+
+
 def assert_nothing_lost(verdict: dict[str, object]) -> None:
     assert verdict["missing"] == []
     assert verdict["conflicting_ids"] == []
@@ -104,69 +119,51 @@ def test_sigkill_of_a_receiver_worker_mid_request_never_loses_an_acknowledged_pu
 
 
 def test_redis_shutdown_and_restart_mid_stream_loses_nothing_acknowledged(
-    quick: Settings, sandbox: SandboxClient, redis_client: redis.Redis, tmp_path: Path
+    sandbox: SandboxClient, own_redis: tuple[RedisServer, Stack]
 ) -> None:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    own = dataclasses.replace(quick, redis_url=server.url)
-    stack = Stack(own, tmp_path)
-    try:
-        stack.pipeline.start_worker()
-        ledger = Ledger(stack.url, TOKEN)
-        with Streamer(ledger, rate=60):
-            time.sleep(3)
-            # Redis stopped the way an operator stops it: SHUTDOWN writes out the AOF
-            server.shutdown()
-            time.sleep(0.5)
-            down = requests.post(f"{stack.url}/v1/pushes", json=samples.push(), headers=AUTH, timeout=10)
-            assert down.status_code == 503
-            assert int(down.headers["Retry-After"]) > 0
-            assert requests.get(f"{stack.url}/readyz", timeout=10).status_code == 503
-            time.sleep(3)
-            server.start()
-            time.sleep(4)
-        verdict = ledger.wait_until_settled(sandbox, server.client(), timeout=90)
-        assert_nothing_lost(verdict)
-        assert ledger.refused.get(503, 0) > 0
-        assert requests.get(f"{stack.url}/readyz", timeout=5).status_code == 200
-        print(f"\nRedis restart: {verdict['acked']} acknowledged, all delivered; {ledger.refused} refused")
-    finally:
-        stack.stop()
-        server.kill()
+    server, stack = own_redis
+    stack.pipeline.start_worker()
+    ledger = Ledger(stack.url, TOKEN)
+    with Streamer(ledger, rate=60):
+        time.sleep(3)
+        # Redis stopped the way an operator stops it: SHUTDOWN writes out the AOF
+        server.shutdown()
+        time.sleep(0.5)
+        down = requests.post(f"{stack.url}/v1/pushes", json=samples.push(), headers=AUTH, timeout=10)
+        assert down.status_code == 503
+        assert int(down.headers["Retry-After"]) > 0
+        assert requests.get(f"{stack.url}/readyz", timeout=10).status_code == 503
+        time.sleep(3)
+        server.start()
+        time.sleep(4)
+    verdict = ledger.wait_until_settled(sandbox, server.client(), timeout=90)
+    assert_nothing_lost(verdict)
+    assert ledger.refused.get(503, 0) > 0
+    assert requests.get(f"{stack.url}/readyz", timeout=5).status_code == 200
+    print(f"\nRedis restart: {verdict['acked']} acknowledged, all delivered; {ledger.refused} refused")
 
 
 def test_redis_killed_under_appendfsync_everysec_loses_at_most_about_a_second(
-    quick: Settings, sandbox: SandboxClient, redis_client: redis.Redis, tmp_path: Path
+    sandbox: SandboxClient, own_redis: tuple[RedisServer, Stack]
 ) -> None:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    own = dataclasses.replace(quick, redis_url=server.url)
-    stack = Stack(own, tmp_path)
-    try:
-        stack.pipeline.start_worker()
-        ledger = Ledger(stack.url, TOKEN)
-        rate = 100
-        with Streamer(ledger, rate=rate, batch=10):
-            time.sleep(3)
-            server.kill()  # SIGKILL: whatever the AOF had not fsynced is gone
-            time.sleep(2)
-            server.start()
-            time.sleep(3)
-        # Give the pipeline time to settle everything that survived, then count what did not.
-        wait_for(
-            lambda: (s := server.client()).xlen(keys.INBOX) == 0 and s.xlen(keys.OUTBOX) == 0, timeout=60
-        )
+    server, stack = own_redis
+    stack.pipeline.start_worker()
+    ledger = Ledger(stack.url, TOKEN)
+    rate = 100
+    with Streamer(ledger, rate=rate, batch=10):
+        time.sleep(3)
+        server.kill()  # SIGKILL: whatever the AOF had not fsynced is gone
         time.sleep(2)
-        verdict = ledger.verdict(sandbox, server.client())
-        lost = len(verdict["missing"])
-        print(
-            f"\nRedis SIGKILL under everysec: {lost} of {verdict['acked']} acknowledged lost (rate {rate}/s)"
-        )
-        assert lost <= 2 * rate  # about a second of writes, with slack for the fsync timing
-        assert verdict["conflicting_ids"] == []
-    finally:
-        stack.stop()
-        server.kill()
+        server.start()
+        time.sleep(3)
+    # Give the pipeline time to settle everything that survived, then count what did not.
+    wait_for(lambda: (s := server.client()).xlen(keys.INBOX) == 0 and s.xlen(keys.OUTBOX) == 0, timeout=60)
+    time.sleep(2)
+    verdict = ledger.verdict(sandbox, server.client())
+    lost = len(verdict["missing"])
+    print(f"\nRedis SIGKILL under everysec: {lost} of {verdict['acked']} acknowledged lost (rate {rate}/s)")
+    assert lost <= 2 * rate  # about a second of writes, with slack for the fsync timing
+    assert verdict["conflicting_ids"] == []
 
 
 def test_warm_shutdown_of_a_worker_with_work_in_hand_loses_nothing_and_resends_nothing(
@@ -192,30 +189,24 @@ def test_warm_shutdown_of_a_worker_with_work_in_hand_loses_nothing_and_resends_n
 
 
 def test_workers_outlive_repeated_redis_restarts_and_carry_on_by_themselves(
-    quick: Settings, sandbox: SandboxClient, tmp_path: Path
+    sandbox: SandboxClient, own_redis: tuple[RedisServer, Stack]
 ) -> None:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    stack = Stack(dataclasses.replace(quick, redis_url=server.url), tmp_path)
-    try:
-        workers = [stack.pipeline.start_worker("w1"), stack.pipeline.start_worker("w2")]
-        ledger = Ledger(stack.url, TOKEN)
-        for _ in range(4):
-            ledger.post([samples.push() for _ in range(20)])
-            time.sleep(1.2)  # tasks in hand, unacknowledged, when Redis goes
-            server.shutdown()
-            time.sleep(1.5)
-            server.start()
-            time.sleep(1)
+    server, stack = own_redis
+    workers = [stack.pipeline.start_worker("w1"), stack.pipeline.start_worker("w2")]
+    ledger = Ledger(stack.url, TOKEN)
+    for _ in range(4):
         ledger.post([samples.push() for _ in range(20)])
-        verdict = ledger.wait_until_settled(sandbox, server.client(), timeout=60)
-        assert verdict["conflicting_ids"] == []
-        assert verdict["acked"] == 100
-        # No worker died: each reconnected by itself and kept draining
-        for worker in workers:
-            assert worker.alive(), worker.output()[-3000:]
-            assert "Unrecoverable error" not in worker.output()
-        assert verdict["missing"] == []
-    finally:
-        stack.stop()
-        server.kill()
+        time.sleep(1.2)  # tasks in hand, unacknowledged, when Redis goes
+        server.shutdown()
+        time.sleep(1.5)
+        server.start()
+        time.sleep(1)
+    ledger.post([samples.push() for _ in range(20)])
+    verdict = ledger.wait_until_settled(sandbox, server.client(), timeout=60)
+    assert verdict["conflicting_ids"] == []
+    assert verdict["acked"] == 100
+    # No worker died: each reconnected by itself and kept draining
+    for worker in workers:
+        assert worker.alive(), worker.output()[-3000:]
+        assert "Unrecoverable error" not in worker.output()
+    assert verdict["missing"] == []
