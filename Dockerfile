@@ -1,4 +1,4 @@
-# One image for every rainbridge process: receiver, worker, beat, Flower, sandbox.
+# One image for every rainbridge process: receiver, worker, Flower, sandbox.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./

@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create the virtualenv and install rainbridge with its dev tools
 
-run: $(STAMP) ## Start everything (Redis, AEP sandbox, receiver, worker, beat, Flower); Ctrl-C stops
+run: $(STAMP) ## Start everything (Redis, AEP sandbox, receiver, worker, Flower); Ctrl-C stops
 	$(BIN)/python -m devkit.run
 
 test: $(STAMP) ## Run the whole test suite (real Redis, real workers, the AEP sandbox)

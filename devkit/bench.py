@@ -9,7 +9,7 @@ noisy run shows. Sections:
    that only parses JSON, and the same endpoint plus one XADD (:mod:`devkit.bench_baseline`),
    same config, interleaved rounds, load from wrk (or a Python load generator); no workers run,
    Redis is flushed between rounds.
-2. ``drain``: N pushes already in the inbox, drained by one Celery worker (2 processes) and beat
+2. ``drain``: N pushes already in the inbox, drained by one Celery worker (2 processes)
    until the sandbox accepted them all; then the same N as one Celery task per push
    (:mod:`devkit.bench_naive`).
 3. ``sustained``: a fixed offered rate through the receiver with everything running; delivered
@@ -54,7 +54,7 @@ import redis
 import requests
 
 from devkit.local import local_settings, settings_env
-from devkit.procs import BIN, ROOT, Process, RedisServer, celery_beat, celery_worker, free_port, wait_for
+from devkit.procs import BIN, ROOT, Process, RedisServer, celery_worker, free_port, wait_for
 from devkit.samples import push as sample_push
 from devkit.sandbox import SandboxConfig
 from shared import keys
@@ -825,15 +825,12 @@ def section_drain(bench: Bench) -> dict[str, Any]:
         work.mkdir(exist_ok=True)
         worker = celery_worker(env, bench.log("drain-worker.log"), name="drain")
         bench.tracker.add("drain worker", worker.stop)
-        beat = celery_beat(env, work)
-        bench.tracker.add("drain beat", beat.stop)
         wait_ready(worker, "drain worker")
         pool = children(worker.proc.pid)
         meter = CpuMeter(
             {
                 "worker main": [worker.proc.pid],
                 "worker pool": pool,
-                "beat": [beat.proc.pid],
                 "redis-server": [bench.redis_pid],
                 "sandbox": [bench.sandbox_pid],
                 "bench (polling)": [os.getpid()],
@@ -964,18 +961,15 @@ def section_end_to_end(bench: Bench, trickle: bool) -> dict[str, Any]:
         bench.tracker.add("e2e gunicorn", receiver.stop)
         worker = celery_worker(env, bench.log("e2e-worker.log"), name="e2e")
         bench.tracker.add("e2e worker", worker.stop)
-        beat = celery_beat(env, work)
-        bench.tracker.add("e2e beat", beat.stop)
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: bench.http.get(f"{base}/healthz", timeout=1).ok, timeout=30, what="e2e gunicorn")
         wait_ready(worker, "e2e worker")
-        time.sleep(2)  # let beat's ticks start, as in a pipeline that has been up for a while
+        time.sleep(2)  # let the ticks start, as in a pipeline that has been up for a while
         meter = CpuMeter(
             {
                 "receiver (gunicorn)": [receiver.proc.pid, *children(receiver.proc.pid)],
                 "worker main": [worker.proc.pid],
                 "worker pool": children(worker.proc.pid),
-                "beat": [beat.proc.pid],
                 "redis-server": [bench.redis_pid],
                 "sandbox": [bench.sandbox_pid],
                 "bench (sampling)": [os.getpid()],
@@ -1203,8 +1197,6 @@ def _long_drain(bench: Bench) -> dict[str, Any]:
         work.mkdir(exist_ok=True)
         worker = celery_worker(bench.env(), bench.log("memory-worker.log"), name="memory")
         bench.tracker.add("memory worker", worker.stop)
-        beat = celery_beat(bench.env(), work)
-        bench.tracker.add("memory beat", beat.stop)
         wait_ready(worker, "memory worker")
         pids = [worker.proc.pid, *children(worker.proc.pid)]
 

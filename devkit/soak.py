@@ -2,7 +2,7 @@
 
 It starts, on 127.0.0.1 and under a fresh temp dir: a private redis-server (AOF ``everysec``,
 ``noeviction``), the AEP sandbox (in this process, bodies not stored), the receiver under gunicorn
-(2 workers), Celery beat and ``--workers`` Celery workers (2 pool processes each). It posts pushes
+(2 workers) and ``--workers`` Celery workers (2 pool processes each). It posts pushes
 at ``--rate`` per second for ``--minutes`` (single pushes and arrays; about 1% invalid, 1% repeats of
 a recent ``transmissionId`` under another ``eventType``) and, at random seeded intervals, injects a
 fault:
@@ -63,7 +63,7 @@ import requests
 from devkit import samples
 from devkit.ledger import Ledger
 from devkit.local import local_settings, settings_env
-from devkit.procs import Process, RedisServer, celery_beat, celery_worker, free_port, gunicorn, wait_for
+from devkit.procs import Process, RedisServer, celery_worker, free_port, gunicorn, wait_for
 from devkit.sandbox import SandboxConfig, SandboxServer, SandboxState
 from devkit.sandbox_client import SandboxClient
 from shared import deadletter, keys, status
@@ -400,7 +400,7 @@ class Poster:
 
 @dataclass
 class Slot:
-    """One long-running process by name (a worker, the receiver, beat), across its restarts."""
+    """One long-running process by name (a worker, the receiver), across its restarts."""
 
     name: str
     process: Process
@@ -460,7 +460,7 @@ class Stack:
         return {name: self.slots[name] for name in self.worker_names if name in self.slots}
 
     def start(self) -> None:
-        """Start Redis, the sandbox, the receiver, beat and the workers; wait until they are ready."""
+        """Start Redis, the sandbox, the receiver and the workers; wait until they are ready."""
         with self._lock:
             self.redis.start()
         self.sandbox.start()
@@ -468,7 +468,7 @@ class Stack:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         with self._lock:
-            for name in ["receiver", "beat", *self.worker_names]:
+            for name in ["receiver", *self.worker_names]:
                 self.slots[name] = Slot(name, self._spawn(name, 1))
         for slot in self.slots.values():
             self._wait_ready(slot)
@@ -477,8 +477,6 @@ class Stack:
         log = self.workdir / f"{name}-{incarnation}.log"
         if name == "receiver":
             return gunicorn(self.env, self.port, log)
-        if name == "beat":
-            return celery_beat(self.env, self.workdir)
         return celery_worker(self.env, log, name=name)
 
     def _wait_ready(self, slot: Slot) -> None:
@@ -489,8 +487,6 @@ class Stack:
                 timeout=WORKER_READY_TIMEOUT,
                 what="the receiver",
             )
-        elif slot.name == "beat":
-            ready = proc.alive()
         else:
             ready = wait_for(
                 lambda: "ready." in proc.output() or not proc.alive(),

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 
@@ -64,6 +65,7 @@ def show_status(client: redis.Redis, *, as_json: bool) -> int:
     print(f"dead letters: {letters['total']} ({by_reason})")
     paused = state["aep_paused_until_ms"]
     print("AEP delivery: " + (f"PAUSED until {_iso(paused)}" if paused else "running"))
+    print("drains: " + ", ".join(_drain_line(stage, d) for stage, d in state["drains"].items()))
     token = state["aep_token"]
     print(
         "AEP token: "
@@ -141,6 +143,11 @@ def _check_aep(settings: Settings, client: redis.Redis) -> int:
         return 0
     print(f"FAIL  AEP inlet answered {resp.status_code}: {resp.text[:200]}")
     return 1
+
+
+def _drain_line(stage: str, drain: dict[str, Any]) -> str:
+    age = "never ran" if drain["age_seconds"] is None else f"ran {drain['age_seconds']:.1f}s ago"
+    return f"{stage} {age}" + (" STALLED" if drain["stalled"] else "")
 
 
 def _iso(ms: int) -> str:

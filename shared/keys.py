@@ -30,3 +30,10 @@ def seen(event_id: str) -> str:
     there is one per event, so every byte counts.
     """
     return f"{PREFIX}:seen:{event_id[:32]}"
+
+
+#: Hash of stage name -> when a drain of that stage last ran (epoch ms): the drains' heartbeat.
+DRAINS = f"{PREFIX}:drains"
+
+#: Prefix of the per-stage tick leases that let one worker of the fleet start each stage per second.
+TICK_PREFIX = f"{PREFIX}:tick:"

@@ -236,7 +236,18 @@ def _gauges(state: dict[str, Any]) -> Iterator[Metric]:
         letters.add_metric([reason], count)
     paused = GaugeMetricFamily("rainbridge_aep_paused", "1 while delivery to AEP is paused for every worker")
     paused.add_metric([], 1 if state["aep_paused_until_ms"] else 0)
-    yield from (depth, pending, age, letters, paused)
+    drains = GaugeMetricFamily(
+        "rainbridge_drain_last_run_age_seconds",
+        "Seconds since a drain of each stage last ran (+Inf: never); past a few seconds, nothing moves",
+        labels=["stage"],
+    )
+    stalled = GaugeMetricFamily(
+        "rainbridge_drain_stalled", "1 while a stage's drains have not run for too long", labels=["stage"]
+    )
+    for stage, drain in state["drains"].items():
+        drains.add_metric([stage], float("inf") if drain["age_seconds"] is None else drain["age_seconds"])
+        stalled.add_metric([stage], 1 if drain["stalled"] else 0)
+    yield from (depth, pending, age, letters, paused, drains, stalled)
 
 
 def render(client: redis.Redis) -> bytes:

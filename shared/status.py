@@ -13,6 +13,26 @@ from shared import keys
 
 Entries = list[tuple[str, dict[str, str]]]
 
+#: A stage whose drains have not run for this long is STALLED (seconds). Ingest and deliver run
+#: every second while any worker consumes them; housekeeping once a minute.
+STALLED_AFTER_SECONDS = {"ingest": 15.0, "deliver": 15.0, "housekeep": 300.0}
+
+
+def drains(client: redis.Redis, now_ms: int) -> dict[str, dict[str, Any]]:
+    """When each stage's drain last ran, and whether that is too long ago."""
+    raw = cast(dict[str, str], client.hgetall(keys.DRAINS))
+    out: dict[str, dict[str, Any]] = {}
+    for stage, limit in STALLED_AFTER_SECONDS.items():
+        last = raw.get(stage)
+        last_ms = int(last) if last and last.isdigit() else None
+        age = round((now_ms - last_ms) / 1000, 3) if last_ms is not None else None
+        out[stage] = {
+            "last_run_ms": last_ms,
+            "age_seconds": age,
+            "stalled": age is None or age > limit,
+        }
+    return out
+
 
 def _stream(client: redis.Redis, stream: str, group: str, now_ms: int) -> dict[str, Any]:
     depth = int(client.xlen(stream))
@@ -58,4 +78,5 @@ def collect(client: redis.Redis) -> dict[str, Any]:
         "deadletters": {"total": sum(reasons.values()), "by_reason": dict(sorted(reasons.items()))},
         "aep_paused_until_ms": int(pause_until) if pause_until and int(pause_until) > now_ms else None,
         "aep_token": token,
+        "drains": drains(client, now_ms),
     }

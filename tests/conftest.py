@@ -12,7 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from devkit.local import local_settings, settings_env
-from devkit.procs import Process, RedisServer, celery_beat, celery_worker, free_port, gunicorn, wait_for
+from devkit.procs import Process, RedisServer, celery_worker, free_port, gunicorn, wait_for
 from devkit.sandbox import SandboxConfig, SandboxServer
 from devkit.sandbox_client import SandboxClient
 from receiver.app import create_app
@@ -111,40 +111,37 @@ def client(app: Flask) -> FlaskClient:
 
 
 class Pipeline:
-    """Celery workers and beat running against the test's settings."""
+    """Celery workers running against the test's settings (they tick their own drains)."""
 
     def __init__(self, settings: Settings, workdir: Path) -> None:
         self.settings = settings
         self.workdir = workdir
         self.env = to_env(settings)
         self.workers: list[Process] = []
-        self.beat: Process | None = None
 
-    def start_worker(self, name: str | None = None, concurrency: int = 2) -> Process:
+    def start_worker(
+        self, name: str | None = None, concurrency: int = 2, queues: str | None = None
+    ) -> Process:
         name = name or f"w{len(self.workers) + 1}"
-        proc = celery_worker(self.env, self.workdir / f"{name}.log", name=name, concurrency=concurrency)
+        log_path = self.workdir / f"{name}.log"
+        proc = celery_worker(self.env, log_path, name=name, concurrency=concurrency, queues=queues)
         self.workers.append(proc)
         wait_for(lambda: "ready." in proc.output() or not proc.alive(), timeout=30, what=f"worker {name}")
         assert proc.alive(), proc.output()
         return proc
 
-    def start_beat(self) -> Process:
-        self.beat = celery_beat(self.env, self.workdir)
-        return self.beat
-
     def stop(self) -> None:
-        for proc in [*self.workers, *([self.beat] if self.beat else [])]:
+        for proc in self.workers:
             proc.stop()
 
     def logs(self) -> str:
-        return "\n".join(p.output() for p in [*self.workers, *([self.beat] if self.beat else [])])
+        return "\n".join(p.output() for p in self.workers)
 
 
 @pytest.fixture
 def pipeline(settings: Settings, redis_client: redis.Redis, tmp_path: Path) -> Iterator[Pipeline]:
-    """A running pipeline: one worker (2 processes) and beat. Tests may add workers or kill them."""
+    """A running pipeline: one worker (2 processes). Tests may add workers or kill them."""
     running = Pipeline(settings, tmp_path)
-    running.start_beat()
     running.start_worker()
     yield running
     running.stop()

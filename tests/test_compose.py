@@ -34,9 +34,16 @@ def env_example() -> dict[str, str]:
 
 
 def test_the_services_are_there() -> None:
-    assert {"redis", "receiver", "worker", "beat", "flower", "sandbox"} <= set(SERVICES)
+    assert {"redis", "receiver", "worker", "flower", "sandbox"} <= set(SERVICES)
     assert SERVICES["sandbox"]["profiles"] == ["sandbox"]
-    assert "deploy" not in SERVICES["beat"]  # exactly one beat: never scaled
+    # Workers keep their own drains going: no scheduler to run exactly once.
+    assert "beat" not in SERVICES
+
+
+def test_the_worker_runs_the_plain_command_that_consumes_every_queue() -> None:
+    command = SERVICES["worker"]["command"]
+    assert command[:4] == ["celery", "-A", "worker.app", "worker"]
+    assert not {"-Q", "--queues", "-B", "--beat"} & set(command)
 
 
 def test_redis_keeps_what_it_acknowledged() -> None:
@@ -53,7 +60,7 @@ def test_the_receiver_is_checked_on_readiness_and_flower_needs_a_password() -> N
     assert "--password" in SERVICES["sandbox"]["command"]
 
 
-@pytest.mark.parametrize("name", ["receiver", "worker", "beat", "flower", "sandbox"])
+@pytest.mark.parametrize("name", ["receiver", "worker", "flower", "sandbox"])
 def test_every_command_names_a_real_entry_point(name: str) -> None:
     command = SERVICES[name]["command"]
     program = command[0]
@@ -63,7 +70,7 @@ def test_every_command_names_a_real_entry_point(name: str) -> None:
     elif program == "celery":
         assert command[1:3] == ["-A", "worker.app"]
         assert importlib.import_module("worker.app").app.main == "rainbridge"
-        assert command[3] in {"worker", "beat", "flower"}
+        assert command[3] in {"worker", "flower"}
     elif program == "rainbridge":
         with pytest.raises(SystemExit) as exited:
             rainbridge([command[1], "--help"])

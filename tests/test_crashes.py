@@ -29,7 +29,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 class Stack:
-    """Receiver (gunicorn), beat and workers on given settings, stopped together."""
+    """Receiver (gunicorn) and workers on given settings, stopped together."""
 
     def __init__(self, settings: Settings, workdir: Path) -> None:
         self.settings = settings
@@ -38,7 +38,6 @@ class Stack:
         self.receiver: Process = gunicorn(to_env(settings), self.port, workdir / "gunicorn.log")
         self.pipeline = Pipeline(settings, workdir)
         wait_for(lambda: requests.get(f"{self.url}/healthz", timeout=1).ok, what="gunicorn")
-        self.pipeline.start_beat()
 
     def stop(self) -> None:
         self.pipeline.stop()

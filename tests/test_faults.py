@@ -1,4 +1,4 @@
-"""Delivery faults with real Celery workers and beat: fleet pause, crashes, outages, token expiry."""
+"""Delivery faults with real Celery workers: fleet pause, crashes, outages, token expiry."""
 
 from __future__ import annotations
 
@@ -63,7 +63,6 @@ def test_a_batch_held_by_a_killed_worker_is_delivered_by_another(
     quick = dataclasses.replace(settings, pending_claim_seconds=3)
     fleet = Pipeline(quick, tmp_path)
     try:
-        fleet.start_beat()
         doomed = fleet.start_worker("doomed")
         # Given a worker stuck in a slow AEP request with a batch in hand
         sandbox.faults(slow_ms=20_000)
@@ -99,7 +98,6 @@ def test_an_aep_outage_longer_than_the_back_off_cap_ends_with_everything_deliver
     capped = dataclasses.replace(settings, delivery_backoff_cap_seconds=2)
     fleet = Pipeline(capped, tmp_path)
     try:
-        fleet.start_beat()
         fleet.start_worker()
         # Given AEP gone (connection refused) for longer than the back-off cap, while pushes arrive
         sandbox_server.stop()
@@ -144,7 +142,6 @@ def test_mixed_faults_lose_nothing_and_never_send_one_push_under_two_ids(
     quick = dataclasses.replace(settings, pending_claim_seconds=2, delivery_backoff_cap_seconds=2)
     fleet = Pipeline(quick, tmp_path)
     try:
-        fleet.start_beat()
         fleet.start_worker("w1")
         fleet.start_worker("w2")
         pushes = [samples.push() for _ in range(300)]

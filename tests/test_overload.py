@@ -52,7 +52,6 @@ def test_past_the_inbox_depth_mark_pushes_get_503_and_everything_acknowledged_is
         # When workers start, everything acknowledged is delivered, and pushes are accepted again
         fleet = Pipeline(limited, tmp_path)
         try:
-            fleet.start_beat()
             fleet.start_worker()
             events = sandbox.wait_for_events(len(acked), timeout=60)
             assert {e["transmissionId"] for e in events} == acked

@@ -56,7 +56,6 @@ def test_the_pipeline_runs_through_sentinel(
     app = create_app(behind)
     fleet = Pipeline(behind, tmp_path)
     try:
-        fleet.start_beat()
         fleet.start_worker()
         pushes = [samples.push() for _ in range(5)]
         http = app.test_client()

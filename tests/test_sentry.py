@@ -136,7 +136,6 @@ def test_a_failed_task_is_reported_scrubbed(
         redis_client.xadd(
             keys.INBOX, {"push": json.dumps(samples.push(attendee={"email": EMAIL})), "receipt": "t"}
         )
-        fleet.start_beat()
         fleet.start_worker()
 
         events = wait_for(envelopes.events, timeout=30, what="the Sentry event of the failed task")

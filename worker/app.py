@@ -1,28 +1,33 @@
 """The Celery app: configured for reliability; the data itself travels in Redis streams.
 
-Celery carries only small "go drain" tasks that beat sends every tick. Losing one is harmless
-(the next tick sends another) while the pushes stay in the streams until they are handed on,
-so the weak points of a Redis broker (see DESIGN.md §9) never touch a push.
+Celery carries only small "go drain" tasks that the workers themselves send every second
+(:mod:`worker.drains`; no beat needed). Losing one is harmless (the next tick sends another)
+while the pushes stay in the streams until they are handed on, so the weak points of a Redis
+broker never touch a push.
+
+``celery -A worker.app worker`` with no ``--queues`` consumes both queues; ``--queues ingest``
+or ``--queues deliver`` narrows a worker to one stage.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_ready, worker_shutdown
+from kombu.entity import Exchange, Queue
 
 from shared import errors_reporting, redisconn
 from shared.logs import configure_logging
 from shared.settings import ConfigError, load_or_exit
-from worker import celery_fixes, flower_guard
+from worker import celery_fixes, drains, flower_guard
 
 log = logging.getLogger(__name__)
 
-#: How often beat asks for a drain of each stream, and how long one task drains (seconds).
-TICK_SECONDS = 1.0
+#: How long one task drains (seconds).
 BUDGET_SECONDS = 1.0
 
 INGEST_QUEUE = "ingest"
@@ -55,34 +60,30 @@ app.conf.update(
     # Flower sees tasks from the moment they are sent.
     worker_send_task_events=True,
     task_send_sent_event=True,
+    # Declared, so a worker started without --queues consumes both stages.
+    task_queues=tuple(
+        Queue(name, Exchange(name), routing_key=name)  # type: ignore[no-untyped-call]
+        for name in (INGEST_QUEUE, DELIVER_QUEUE)
+    ),
     task_default_queue=INGEST_QUEUE,
     task_routes={
         "rainbridge.ingest": {"queue": INGEST_QUEUE},
         "rainbridge.deliver": {"queue": DELIVER_QUEUE},
-        "rainbridge.housekeep": {"queue": INGEST_QUEUE},
     },
-    beat_schedule={
-        # A tick that waited longer than its expiry is dropped: a newer one is already queued.
-        "drain-inbox": {
-            "task": "rainbridge.ingest",
-            "schedule": TICK_SECONDS,
-            "options": {"expires": 2 * TICK_SECONDS},
-        },
-        "housekeep": {"task": "rainbridge.housekeep", "schedule": 60.0, "options": {"expires": 60}},
-        "drain-outbox": {
-            "task": "rainbridge.deliver",
-            "schedule": TICK_SECONDS,
-            "options": {"expires": 2 * TICK_SECONDS},
-        },
-    },
+    # No periodic work: the workers tick the drains themselves (worker.drains), so `celery beat`
+    # is not needed and, if an old deployment still runs it, has nothing to send.
+    beat_schedule={},
     timezone="UTC",
     enable_utc=True,
     worker_hijack_root_logger=False,
 )
 
 
+_ticker: drains.Ticker | None = None
+
+
 @worker_init.connect
-def _check_worker_settings(**_: Any) -> None:
+def _check_worker_settings(sender: Any = None, **_: Any) -> None:
     """Stop a worker at start when what it needs is missing, before the pool forks."""
     try:
         settings.require("worker")
@@ -92,3 +93,37 @@ def _check_worker_settings(**_: Any) -> None:
     configure_logging(settings)
     errors_reporting.init(settings, "worker")  # before the pool forks: every child inherits it
     redisconn.warn_if_not_durable(redisconn.connect(settings))
+    if sender is not None:
+        # Before the fork, so every pool process shares the same slots.
+        drains.SLOTS = drains.Slots.for_worker(_consumed_queues(), _concurrency(sender))
+
+
+def _concurrency(worker: Any) -> int:
+    try:
+        return int(worker.concurrency or 1)
+    except (TypeError, ValueError):  # "auto", resolved by Celery after this signal
+        return os.cpu_count() or 1
+
+
+def _consumed_queues() -> list[str]:
+    return list(app.amqp.queues.consume_from or app.amqp.queues)
+
+
+def _send_tick(task: str, queue: str, expires: float) -> None:
+    app.send_task(task, queue=queue, expires=expires)
+
+
+@worker_ready.connect
+def _start_ticker(**_: Any) -> None:
+    """Start sending the ticks of the stages this worker consumes, once it can take tasks."""
+    global _ticker  # noqa: PLW0603 - one ticker per worker process, made when it is ready
+    _ticker = drains.Ticker(settings, _consumed_queues(), _send_tick, redisconn.connect)
+    _ticker.start()
+    log.info("ticking the drains of %s", ", ".join(_ticker.stages) or "no stage")
+
+
+@worker_shutdown.connect
+def _stop_ticker(**_: Any) -> None:
+    if _ticker is not None:
+        _ticker.stop()
+    drains.SLOTS.remove()

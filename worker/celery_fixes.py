@@ -6,7 +6,7 @@ was running when the connection dropped (late acks). Both then fail with
 ``AttributeError: 'NoneType' object has no attribute 'hostname'``, which no error handler
 expects, and the worker exits ("Unrecoverable error"). Raising the connection error those
 handlers do expect lets them do their job: the close is ignored, the ack is logged as failed
-(the message is a drain tick that beat sends again anyway), and the worker reconnects.
+(the message is a drain tick; the next one is sent a second later anyway), and the worker reconnects.
 """
 
 from __future__ import annotations

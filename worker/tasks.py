@@ -10,7 +10,7 @@ import redis
 import requests
 
 from shared import keys, metrics, redisconn
-from worker import deliver, ingest, streams
+from worker import deliver, drains, ingest, streams
 from worker.app import BUDGET_SECONDS, app, settings
 from worker.ims import TokenCache
 
@@ -36,11 +36,19 @@ def _resources() -> tuple[redis.Redis, deliver.AepClient, str]:
     return _process["redis"], _process["aep"], _process["consumer"]
 
 
+#: The result of a drain that did not run because its stage already holds its share of processes.
+SKIPPED = {"skipped": "this stage already runs in all the processes it may use here"}
+
+
 @app.task(name="rainbridge.ingest")
 def ingest_inbox() -> dict[str, Any]:
     """Validate, transform and dedupe pushes from the inbox into the outbox."""
-    client, _, consumer = _resources()
-    summary = ingest.drain(client, settings, consumer, BUDGET_SECONDS)
+    with drains.SLOTS.hold("ingest") as held:
+        if not held:
+            return SKIPPED
+        client, _, consumer = _resources()
+        summary = ingest.drain(client, settings, consumer, BUDGET_SECONDS)
+        drains.record_run(client, "ingest")
     if summary.busy:
         ingest_inbox.apply_async(expires=2 * BUDGET_SECONDS)  # a backlog: keep this drain going
     return {"read": summary.read, "sent": summary.sent, "repeats": summary.repeats, "dead": summary.dead}
@@ -54,14 +62,19 @@ def housekeep() -> dict[str, Any]:
         stream: streams.forget_idle_consumers(client, stream, group, idle_ms=CONSUMER_IDLE_MS)
         for stream, group in ((keys.INBOX, keys.INBOX_GROUP), (keys.OUTBOX, keys.OUTBOX_GROUP))
     }
+    drains.record_run(client, "housekeep")
     return {"consumers_removed": removed}
 
 
 @app.task(name="rainbridge.deliver")
 def deliver_outbox() -> dict[str, Any]:
     """Send batches from the outbox to AEP."""
-    client, aep, consumer = _resources()
-    summary = deliver.run(client, settings, consumer, aep, BUDGET_SECONDS)
+    with drains.SLOTS.hold("deliver") as held:
+        if not held:
+            return SKIPPED
+        client, aep, consumer = _resources()
+        summary = deliver.run(client, settings, consumer, aep, BUDGET_SECONDS)
+        drains.record_run(client, "deliver")
     if summary.busy:
         deliver_outbox.apply_async(expires=2 * BUDGET_SECONDS)
     return {
