@@ -15,5 +15,7 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/* && rm -rf /wheels
 USER rainbridge
 WORKDIR /home/rainbridge
+# gunicorn reads ./gunicorn.conf.py: the receiver's slow-client-safe worker class and deadlines.
+COPY gunicorn.conf.py ./
 EXPOSE 8000
 CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "receiver.app:create_app()"]

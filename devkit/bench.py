@@ -234,9 +234,9 @@ def wait_ready(proc: Process, what: str, timeout: float = 60) -> None:
         raise RuntimeError(f"{what} exited:\n{proc.output()[-3000:]}")
 
 
-def gunicorn_app(env: dict[str, str], app: str, port: int, log: Path) -> Process:
-    """``app`` under gunicorn as the README runs it in production: 2 sync workers, no access log."""
-    args = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "2", app]
+def gunicorn_app(env: dict[str, str], app: str, port: int, log: Path, *flags: str) -> Process:
+    """``app`` under gunicorn as the README runs it: 2 workers of the class gunicorn.conf.py sets."""
+    args = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "2", *flags, app]
     return Process(args, env, log)
 
 
@@ -656,12 +656,15 @@ def section_receiver(bench: Bench) -> dict[str, Any]:
         "baseline": "devkit.bench_baseline:create_app()",
         "xadd": "devkit.bench_baseline:create_xadd_app()",
         "receiver": "receiver.app:create_app()",
+        # The same floor on gunicorn's sync worker, which slow clients can stall (see receiver.server).
+        "xadd_sync": "devkit.bench_baseline:create_xadd_app()",
     }
     urls: dict[str, str] = {}
     servers: dict[str, Process] = {}
     for name, target in apps.items():
         port = free_port()
-        servers[name] = gunicorn_app(env, target, port, bench.log(f"gunicorn-{name}.log"))
+        flags = ("--worker-class", "sync") if name.endswith("_sync") else ()
+        servers[name] = gunicorn_app(env, target, port, bench.log(f"gunicorn-{name}.log"), *flags)
         bench.tracker.add(f"gunicorn {name}", servers[name].stop)
         urls[name] = f"http://127.0.0.1:{port}/v1/pushes"
     for name, url in urls.items():
@@ -718,7 +721,7 @@ def section_receiver(bench: Bench) -> dict[str, Any]:
     return {
         "load_generator": "wrk" if use_wrk else "python",
         "connections": plan.connections,
-        "gunicorn": "2 sync workers, no access log",
+        "gunicorn": "2 workers of receiver.server.Worker (gevent), no access log; xadd_sync: 2 sync workers",
         "round_seconds": plan.round_seconds,
         "rounds": rounds,
         **summary,
@@ -726,6 +729,9 @@ def section_receiver(bench: Bench) -> dict[str, Any]:
         "rps_ratio_to_xadd": recv["rps"] / summary["xadd"]["rps"] if summary["xadd"]["rps"] else float("nan"),
         "xadd_rps_ratio": summary["xadd"]["rps"] / base["rps"] if base["rps"] else float("nan"),
         "p99_ratio": recv["p99_ms"] / base["p99_ms"] if base["p99_ms"] else float("nan"),
+        "p99_ratio_to_xadd": recv["p99_ms"] / summary["xadd"]["p99_ms"]
+        if summary["xadd"]["p99_ms"]
+        else float("nan"),
         "profile": profile,
     }
 
@@ -1356,7 +1362,7 @@ def rows_for(results: dict[str, Any]) -> list[Row]:
 
 
 def _receiver_rows(r: dict[str, Any], rows: list[Row]) -> None:
-    for name in ("baseline", "xadd", "receiver"):
+    for name in ("baseline", "xadd", "xadd_sync", "receiver"):
         if name not in r:
             continue  # results from before the parse + XADD floor was measured
         a = r[name]
@@ -1364,13 +1370,17 @@ def _receiver_rows(r: dict[str, Any], rows: list[Row]) -> None:
         if a["rounds_flagged"]:
             counted += f", {a['rounds_flagged']} flagged"
         value = f"{_n(a['rps'])} · {_n(a['p50_ms'], 1)} · {_n(a['p99_ms'], 1)} ms"
-        label = "parse + XADD" if name == "xadd" else name
+        label = {"xadd": "parse + XADD", "xadd_sync": "parse + XADD on sync workers"}.get(name, name)
         rows.append(Row("receiver", f"{label}: req/s · p50 · p99 ({counted})", value))
     value = f"{_n(r['baseline']['cpu_us_per_request'])} / {_n(r['receiver']['cpu_us_per_request'])}"
     rows.append(Row("receiver", "gunicorn CPU per request, baseline / receiver (us)", value))
     if "xadd" in r:
         value = f"{r['xadd_rps_ratio']:.0%} / {r['rps_ratio_to_xadd']:.0%}"
         rows.append(Row("receiver", "parse + XADD / baseline req/s; receiver / parse + XADD", value))
+    if "p99_ratio_to_xadd" in r:
+        rps_x, p99_x = r["rps_ratio_to_xadd"], r["p99_ratio_to_xadd"]
+        rows.append(Row("receiver", "receiver / parse + XADD req/s", f"{rps_x:.0%}", ">= 95%", rps_x >= 0.95))
+        rows.append(Row("receiver", "receiver / parse + XADD p99", f"{p99_x:.2f}x", "<= 1.2x", p99_x <= 1.2))
     rps, p99 = r["rps_ratio"], r["p99_ratio"]
     rows.append(Row("receiver", "receiver / baseline req/s", f"{rps:.0%}", ">= 85%", rps >= 0.85))
     rows.append(Row("receiver", "receiver / baseline p99", f"{p99:.2f}x", "<= 1.5x", p99 <= 1.5))

@@ -32,6 +32,7 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
             # Exit code 3 is gunicorn's "worker failed to boot": it stops instead of respawning.
             raise SystemExit(3) from None
         configure_logging(settings)
+    _warn_if_served_by_a_blocking_worker()
     errors_reporting.init(settings, "receiver")
     client = redis_client or redisconn.connect(settings, socket_timeout=2.0)
     redisconn.warn_if_not_durable(client)
@@ -48,6 +49,19 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     return app
+
+
+def _warn_if_served_by_a_blocking_worker() -> None:
+    """gunicorn without our gunicorn.conf.py runs sync workers, which two slow clients can stall."""
+    if "gunicorn" not in sys.modules or "gunicorn" not in sys.argv[0]:
+        return
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is None or not monkey.is_module_patched("socket"):
+        log.warning(
+            "the receiver runs on a blocking gunicorn worker: a few slow or idle clients can hold "
+            "every worker and stall it; start gunicorn from the rainbridge directory (it reads "
+            "gunicorn.conf.py) or pass --config with that file"
+        )
 
 
 def _receiver_error(exc: ReceiverError) -> Response:

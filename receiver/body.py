@@ -18,7 +18,7 @@ from typing import Any
 from flask import Request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from receiver.errors import ReceiverError
+from receiver.errors import BodyTimeout, ReceiverError
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,12 @@ def read_body(request: Request, max_bytes: int) -> bytes:
         raise too_large(max_bytes) from None
     except HTTPException:
         raise  # werkzeug's own answer, e.g. a 400 when the client went away mid-body
+    except BodyTimeout:
+        raise ReceiverError(
+            408,
+            "request_timeout",
+            "the body did not arrive in time; nothing of it was stored",
+        ) from None
     except Exception as exc:
         # The server raises its own errors from the stream when the framing is broken (gunicorn's
         # InvalidChunkSize, ChunkMissingTerminator...): that is the sender's fault, not a 500.

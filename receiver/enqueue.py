@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import threading
 from typing import Any
 
 import redis
@@ -41,15 +40,16 @@ def encode(push: dict[str, Any]) -> str:
 
 
 class Inbox:
-    """Appends pushes to the inbox stream, on a connection each thread keeps for its lifetime.
+    """Appends pushes to the inbox stream.
 
-    The acknowledgement waits on this round trip, so it is kept short: one connection held per
-    thread (a sync gunicorn worker has one) skips the pool's checkout and return on every request.
+    The acknowledgement waits on this round trip, so a single push is one raw XADD on a pooled
+    connection, without the client's command machinery. The connection goes back to the pool at
+    once: the receiver's worker serves each client connection in a greenlet of its own, and one
+    Redis connection kept per greenlet would be one per client.
     """
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
-        self._local = threading.local()
 
     def add(self, pushes: list[str], receipt: str) -> list[str]:
         """Append encoded pushes in one transaction; return their stream ids, or raise a 503.
@@ -73,7 +73,16 @@ class Inbox:
         return ids
 
     def _xadd(self, push: str, receipt: str) -> str:
-        connection = self._connection()
+        # From the client's pool, so it has the same options and, with Sentinel, finds the
+        # current master on every reconnection.
+        pool = self._client.connection_pool
+        connection = pool.get_connection()
+        try:
+            return self._send_xadd(connection, push, receipt)
+        finally:
+            pool.release(connection)
+
+    def _send_xadd(self, connection: Connection, push: str, receipt: str) -> str:
         for attempt in (1, 2):
             try:
                 connection.send_command("XADD", keys.INBOX, "*", "push", push, "receipt", receipt)  # type: ignore[no-untyped-call]
@@ -90,12 +99,3 @@ class Inbox:
                 connection.disconnect()  # type: ignore[no-untyped-call]
                 raise
         raise AssertionError("unreachable")
-
-    def _connection(self) -> Connection:
-        connection: Connection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            # From the client's pool, so it has the same options and, with Sentinel, finds the
-            # current master on every reconnection.
-            connection = self._client.connection_pool.get_connection()
-            self._local.connection = connection
-        return connection

@@ -8,6 +8,10 @@ from flask import Response, jsonify
 RETRY_AFTER_SECONDS = 5
 
 
+class BodyTimeout(Exception):
+    """The request body did not arrive within ``RECEIVER_BODY_TIMEOUT_SECONDS`` (see receiver.server)."""
+
+
 class ReceiverError(Exception):
     """An error answer: HTTP status, machine-readable code and a human-readable detail."""
 

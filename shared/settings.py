@@ -42,6 +42,8 @@ class Settings:
     receiver_max_pushes: int = 500
     receiver_max_queue_bytes: int = 0
     receiver_max_inbox_depth: int = 1_000_000
+    receiver_header_timeout_seconds: float = 10.0
+    receiver_body_timeout_seconds: float = 30.0
 
     aep_streaming_url: str | None = None
     aep_ims_url: str = "https://ims-na1.adobelogin.com/ims/token/v3"
@@ -274,6 +276,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "receiver_max_pushes": _int_in(1, 100_000),
     "receiver_max_queue_bytes": _int_in(0, 2**50),
     "receiver_max_inbox_depth": _int_in(0, 2**40),
+    "receiver_header_timeout_seconds": _float_in(0.5, 600),
+    "receiver_body_timeout_seconds": _float_in(0.5, 3600),
     "aep_streaming_url": _streaming_url,
     "aep_ims_url": _url("https", "http"),
     "aep_scopes": _csv,

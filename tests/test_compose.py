@@ -98,6 +98,8 @@ def test_the_image_runs_as_a_non_root_user_from_a_slim_base() -> None:
     final_stage = dockerfile.rsplit("FROM ", 1)[1]
     assert "gcc" not in final_stage and "build-essential" not in final_stage
     assert "pip install --no-cache-dir /wheels/*" in final_stage  # from the project's own metadata
+    # The receiver's worker class comes from gunicorn.conf.py in the working directory.
+    assert "COPY gunicorn.conf.py ./" in final_stage.split("WORKDIR", 1)[1]
 
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose is not installed")
