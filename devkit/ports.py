@@ -25,6 +25,11 @@ def is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+def listening(port: int) -> bool:
+    """True when some socket listens on ``port`` (any address), as /proc/net/tcp{,6} tell."""
+    return bool(_listening_inodes(port))
+
+
 def holder(port: int) -> str:
     """A short description of who listens on ``port``: "pid 123 (redis-server …)" when /proc says."""
     inodes = _listening_inodes(port)

@@ -194,8 +194,8 @@ def clean_up_earlier_run() -> None:
     while left and time.monotonic() < deadline and any(_start_time(c["pid"]) == c["start"] for c in left):
         time.sleep(0.2)
     for child in left:
-        if _start_time(child["pid"]) == child["start"]:
-            _signal_group(child["pid"], signal.SIGKILL)
+        # The whole group, so pool processes whose leader is already gone go too.
+        _signal_group(child["pid"], signal.SIGKILL)
     if left:
         names = ", ".join(c["name"] for c in left)
         print(f"rainbridge: stopped what an earlier make run left running ({names})", flush=True)
