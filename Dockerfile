@@ -5,6 +5,7 @@ COPY pyproject.toml README.md ./
 COPY receiver receiver
 COPY worker worker
 COPY shared shared
+COPY ops ops
 COPY devkit devkit
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 

@@ -1,4 +1,6 @@
-"""The push RainFocus sends (DESIGN.md §3): its fields, their types and how each is normalised.
+"""The push RainFocus sends: its fields, their types and how each is normalised.
+
+The fields are listed in docs/architecture.md ("The push").
 
 A push may carry its groups nested (``{"attendee": {"email": ...}}``), as flat dotted keys
 (``{"attendee.email": ...}``) or as a mix of both. :func:`fold` turns any of these into the one flat

@@ -41,7 +41,7 @@ def connect(settings: Settings, *, socket_timeout: float = 5.0) -> redis.Redis:
 
 
 def durability_warnings(client: redis.Redis) -> list[str]:
-    """What about this Redis server breaks DESIGN.md §6.5 (AOF on, noeviction), in words."""
+    """In words, what about this Redis breaks what rainbridge needs of it (AOF on, noeviction)."""
     warnings = []
     try:
         config = client.config_get("appendonly") | client.config_get("maxmemory-policy")

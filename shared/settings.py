@@ -29,7 +29,7 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything rainbridge reads from its environment (DESIGN.md §7), already parsed."""
+    """Everything rainbridge reads from its environment (the README's Configuration table), already parsed."""
 
     redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
     redis_sentinel_master: str | None = None

@@ -9,8 +9,8 @@ import pytest
 import redis
 
 from devkit import samples
+from ops.cli import main as rainbridge
 from shared import keys
-from shared.cli import main as rainbridge
 from shared.settings import Settings
 from tests.conftest import TOKEN, SandboxClient, to_env
 from worker import ingest, pause

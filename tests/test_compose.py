@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.cli import main as rainbridge
+from ops.cli import main as rainbridge
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

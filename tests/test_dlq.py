@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -16,11 +15,13 @@ import requests
 
 from devkit import samples
 from devkit.procs import wait_for
-from shared import cli, deadletter, dlq, dlq_cli, keys
+from ops import cli
+from ops import dlq as dlq_cli
+from shared import deadletter, keys
 from shared.deadletter import DeadLetter
 from shared.settings import Settings
 from tests.conftest import TOKEN, SandboxClient, to_env
-from worker import deliver, ingest
+from worker import deliver, ingest, replay
 from worker.ims import TokenCache
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -37,12 +38,8 @@ def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def run_cli(*argv: str) -> int:
-    """``rainbridge <argv>``: through the real entry point once it carries ``dlq``, else the same parser."""
-    if hasattr(cli, "dlq_cli"):
-        return cli.main(list(argv))
-    parser = argparse.ArgumentParser(prog="rainbridge")
-    dlq_cli.add_parser(parser.add_subparsers(dest="command", required=True))
-    return dlq_cli.run(parser.parse_args(list(argv)))
+    """``rainbridge <argv>``, through the real entry point."""
+    return cli.main(list(argv))
 
 
 def add_push(client: redis.Redis, push: dict[str, Any]) -> None:
@@ -187,11 +184,11 @@ def test_select_by_ids_leaves_out_unknown_ones_and_still_applies_filters(
 ) -> None:
     first, second = ingested(redis_client, settings, invalid(), invalid("SessionAttended"))
 
-    assert dlq.select(redis_client, ids=[second.id, "1-0", first.id]) == [first, second]
-    assert dlq.select(redis_client, ids=[first.id, second.id], event_type="SessionAttended") == [second]
-    assert dlq.select(redis_client, since_ms=second.deadlettered_ms + 1) == []
+    assert replay.select(redis_client, ids=[second.id, "1-0", first.id]) == [first, second]
+    assert replay.select(redis_client, ids=[first.id, second.id], event_type="SessionAttended") == [second]
+    assert replay.select(redis_client, since_ms=second.deadlettered_ms + 1) == []
     with pytest.raises(ValueError, match="not a dead-letter id"):
-        dlq.select(redis_client, ids=["12345"])
+        replay.select(redis_client, ids=["12345"])
 
 
 @pytest.mark.usefixtures("cli_env")
@@ -275,7 +272,7 @@ def test_replay_moves_the_push_back_to_the_inbox_and_removes_the_letter_in_one_s
     assert deadletter.read_all(redis_client) == [still_bad]
 
     # Replaying the same letter again (a stale listing, a second operator) adds nothing.
-    (again,) = dlq.replay(redis_client, settings, [fixed], dry_run=False, rate=None)
+    (again,) = replay.replay(redis_client, settings, [fixed], dry_run=False, rate=None)
     assert again.status == "gone"
     assert len(entries(redis_client)) == 1
 
@@ -293,7 +290,7 @@ def test_a_forced_replay_of_a_still_invalid_push_is_dead_lettered_again(
 ) -> None:
     (letter,) = ingested(redis_client, settings, samples.push(timestamp="yesterday"))
 
-    (result,) = dlq.replay(redis_client, settings, [letter], dry_run=False, rate=None, force=True)
+    (result,) = replay.replay(redis_client, settings, [letter], dry_run=False, rate=None, force=True)
 
     assert result.status == "replayed"
     assert result.failure == deadletter.INVALID_PAYLOAD
@@ -309,7 +306,7 @@ def test_a_replayed_push_passes_dedupe_once_and_a_later_repeat_is_dropped(
     push = samples.push()
     letter = aep_rejected(redis_client, settings, sandbox, push)
 
-    (result,) = dlq.replay(redis_client, settings, [letter], dry_run=False, rate=None)
+    (result,) = replay.replay(redis_client, settings, [letter], dry_run=False, rate=None)
     assert result.status == "replayed"
     assert ingest.drain(redis_client, settings, "c1", budget_s=0.2).sent == 1
 
@@ -322,7 +319,7 @@ def test_rate_spaces_replays_out(redis_client: redis.Redis, settings: Settings) 
     letters = broken_mapping(redis_client, settings, samples.push(), samples.push(), samples.push())
 
     started = time.monotonic()
-    results = dlq.replay(redis_client, settings, letters, dry_run=False, rate=20)
+    results = replay.replay(redis_client, settings, letters, dry_run=False, rate=20)
 
     assert time.monotonic() - started >= 2 / 20
     assert [r.status for r in results] == ["replayed"] * 3
@@ -384,7 +381,7 @@ def test_purge_shows_what_it_would_delete_until_told_yes(
 
     assert run_cli("dlq", "purge", "--all", "--yes") == 0
     assert deadletter.read_all(redis_client) == []
-    assert dlq.purge(redis_client, [rejected.id]) == 0
+    assert replay.purge(redis_client, [rejected.id]) == 0
 
 
 @pytest.mark.usefixtures("pipeline", "cli_env")
@@ -401,7 +398,7 @@ def test_replay_after_aep_rejected_it_reaches_aep_once_and_a_later_repeat_is_dro
     with requests.Session() as http:
         assert http.post(f"{receiver_url}/v1/pushes", json=push, headers=AUTH, timeout=10).status_code == 202
         (letter,) = wait_for(
-            lambda: dlq.select(redis_client, reason=deadletter.AEP_REJECTED), what="the dead letter"
+            lambda: replay.select(redis_client, reason=deadletter.AEP_REJECTED), what="the dead letter"
         )
         assert letter.transmission_id == tid
         assert json.loads(letter.push) == push

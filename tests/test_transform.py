@@ -1,4 +1,4 @@
-"""The transform stage: a valid push becomes the XDM ExperienceEvent and AEP message of DESIGN.md §4."""
+"""The transform stage: a valid push becomes the XDM ExperienceEvent and AEP message it is sent as."""
 
 from __future__ import annotations
 

@@ -90,7 +90,7 @@ def delivered(sandbox: SandboxClient, pushes: list[dict[str, object]], timeout: 
 def test_the_design_commands_deliver_and_a_killed_beat_never_restarted_stops_nothing(
     stack: Stack, settings: Settings, sandbox: SandboxClient, redis_client: redis.Redis
 ) -> None:
-    # Given the receiver, two workers and beat, started exactly as DESIGN §8 says (the receiver
+    # Given the receiver, two workers and beat, started exactly as the README says (the receiver
     # needs a port of its own here; that is all it is given)
     port = free_port()
     url = f"http://127.0.0.1:{port}"

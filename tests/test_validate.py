@@ -1,4 +1,4 @@
-"""The validate stage: what a push must look like (DESIGN.md §3) and how it is normalised."""
+"""The validate stage: what a push must look like (docs/architecture.md) and how it is normalised."""
 
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ def test_sample_push_is_valid_and_normalised() -> None:
 
 
 def test_schema_covers_every_field_of_the_design_table() -> None:
-    # The sample carries every field of the §3 table, so the schema must know exactly those.
+    # The sample carries every field of the push schema, so the schema must know exactly those.
     assert set(PUSH_FIELDS) == set(dotted(sample_push()))
     assert GROUPS == ("event", "attendee", "exhibitor", "lead", "session", "sessiontime")
 

@@ -1,6 +1,6 @@
 """The push → XDM mapping as data: which push field lands where under the tenant object, as what type.
 
-Only the table decides what goes under ``_<tenant>`` (DESIGN.md §4); the transform walks it and
+Only the table decides what goes under ``_<tenant>`` (docs/architecture.md); the transform walks it and
 holds no per-field code. The structural fields of the event (``_id``, ``timestamp``, ``eventType``,
 ``identityMap``) are not in the table: their shape is fixed by AEP, not by the operator's schema.
 Converters are named so that a table read from a file can refer to them (:data:`CONVERTERS`).
@@ -69,7 +69,7 @@ def check_table(rows: Iterable[FieldMap], sources: Collection[str] = PUSH_FIELDS
             raise ValueError(f"mapping target {target!r} is a parent of {clash!r}")
 
 
-#: DESIGN.md §4: the tenant object mirrors RainFocus's recommended schema, field for field.
+#: The tenant object mirrors RainFocus's recommended schema, field for field.
 MAPPING: tuple[FieldMap, ...] = (
     FieldMap("transmissionId", "transmissionId", text),
     FieldMap("event.name", "event.name", text),

@@ -1,4 +1,7 @@
-"""Pipeline stage: a valid push → an XDM ExperienceEvent, wrapped and encoded as AEP expects (§4)."""
+"""Pipeline stage: a valid push → an XDM ExperienceEvent, wrapped and encoded as AEP expects.
+
+The event and its envelope are described in docs/architecture.md ("The XDM event").
+"""
 
 from __future__ import annotations
 

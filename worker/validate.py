@@ -1,4 +1,7 @@
-"""Pipeline stage: check a raw push against DESIGN.md §3 and normalise it, or raise InvalidPush."""
+"""Pipeline stage: check a raw push against the push schema and normalise it, or raise InvalidPush.
+
+The schema is ``shared/push.py``; docs/architecture.md ("The push") lists its fields.
+"""
 
 from __future__ import annotations
 

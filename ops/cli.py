@@ -10,7 +10,8 @@ from typing import Any
 
 import redis
 
-from shared import dlq_cli, redisconn, status
+from ops import dlq
+from shared import redisconn, status
 from shared.settings import ConfigError, Role, Settings, load_or_exit
 
 
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     p_status = sub.add_parser("status", help="queue depths, pending work, dead letters, AEP pause and token")
     p_status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     sub.add_parser("check", help="check the configuration and Redis; exit non-zero on a problem")
-    dlq_cli.add_parser(sub)
+    dlq.add_parser(sub)
     sub.add_parser(
         "sandbox", help="run the local AEP stand-in (see rainbridge sandbox --help)", add_help=False
     )
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         return check()
     if args.command == "dlq":
-        return dlq_cli.run(args)
+        return dlq.run(args)
     settings = load_or_exit()
     client = redisconn.connect(settings)
     try:

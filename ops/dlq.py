@@ -1,4 +1,4 @@
-"""``rainbridge dlq``: list, show, replay and purge dead letters (operations in :mod:`shared.dlq`).
+"""``rainbridge dlq``: list, show, replay and purge dead letters (operations in :mod:`worker.replay`).
 
 Dead letters hold what a sender got wrong, so every value printed from one is untrusted: control
 characters are shown escaped, never sent raw to the operator's terminal.
@@ -15,10 +15,11 @@ from typing import Any
 
 import redis
 
-from shared import dlq, redisconn
+from shared import redisconn
 from shared.deadletter import DeadLetter
 from shared.push import xdm_time
 from shared.settings import Settings, load_or_exit
+from worker import replay
 
 #: Widest a table column gets; longer values are cut with an ellipsis.
 MAX_COLUMN = 32
@@ -91,7 +92,7 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
 
 
 def _entry_id(text: str) -> str:
-    if not dlq.is_entry_id(text):
+    if not replay.is_entry_id(text):
         raise argparse.ArgumentTypeError(
             f"not a dead-letter id: {text!r} (expected the form 1712345678901-0)"
         )
@@ -180,10 +181,10 @@ def _selection_problem(args: argparse.Namespace) -> str | None:
 def _select(client: redis.Redis, args: argparse.Namespace) -> tuple[list[DeadLetter], list[str]]:
     """The letters ``args`` selects, and the ids asked for that do not exist."""
     if getattr(args, "ids", None):
-        letters = dlq.select(client, ids=args.ids)
+        letters = replay.select(client, ids=args.ids)
         found = {letter.id for letter in letters}
         return letters, [i for i in dict.fromkeys(args.ids) if i not in found]
-    letters = dlq.select(
+    letters = replay.select(
         client, reason=args.reason, event_type=args.event_type, since_ms=args.since, limit=args.limit
     )
     return letters, []
@@ -233,7 +234,7 @@ def _print_table(letters: list[DeadLetter]) -> None:
             _cell(letter.event_type, MAX_COLUMN) or "-",
             _cell(letter.transmission_id, MAX_COLUMN) or "-",
             str(letter.attempts),
-            _cell(dlq.describe(letter.detail), MAX_DETAIL),
+            _cell(replay.describe(letter.detail), MAX_DETAIL),
         )
         for letter in letters
     ]
@@ -248,7 +249,7 @@ def _print_table(letters: list[DeadLetter]) -> None:
 
 
 def _show(client: redis.Redis, entry_id: str) -> int:
-    letters = dlq.select(client, ids=[entry_id])
+    letters = replay.select(client, ids=[entry_id])
     if not letters:
         print(f"rainbridge dlq show: no dead letter with id {entry_id}", file=sys.stderr)
         return 1
@@ -280,7 +281,7 @@ def _replay(client: redis.Redis, settings: Settings, args: argparse.Namespace) -
         print("no dead letters match")
         return 1 if unknown else 0
     counts: dict[str, int] = {}
-    results = dlq.iter_replay(
+    results = replay.iter_replay(
         client, settings, letters, dry_run=args.dry_run, rate=args.rate, force=args.force
     )
     for result in results:
@@ -293,10 +294,10 @@ def _replay(client: redis.Redis, settings: Settings, args: argparse.Namespace) -
     return 0 if done == len(letters) and not unknown else 1
 
 
-def _replay_line(result: dlq.ReplayResult, *, dry_run: bool) -> str:
+def _replay_line(result: replay.ReplayResult, *, dry_run: bool) -> str:
     why = ""
     if result.failure:
-        why = f"({result.failure}): {_cell(dlq.describe(result.failure_detail), 200)}"
+        why = f"({result.failure}): {_cell(replay.describe(result.failure_detail), 200)}"
     if result.status == "still_invalid":
         return f"would still fail validation {why}" if dry_run else f"skipped: still fails validation {why}"
     if result.status == "gone":
@@ -330,7 +331,7 @@ def _purge(client: redis.Redis, args: argparse.Namespace) -> int:
     if not letters:
         print("no dead letters match")
         return 1 if unknown else 0
-    removed = dlq.purge(client, [letter.id for letter in letters])
+    removed = replay.purge(client, [letter.id for letter in letters])
     gone = len(letters) - removed
     print(f"purged {removed} dead letter(s)" + (f" ({gone} already gone)" if gone else ""))
     return 1 if unknown else 0
