@@ -762,7 +762,10 @@ def judge(
     lost_set = set(lost)
     missing = [t for t in verdict["missing"] if t not in lost_set]
 
-    expected = {deadletter.AEP_REJECTED: "reject", deadletter.INVALID_PAYLOAD: "invalid"}
+    expected: dict[str, str] = {
+        deadletter.Reason.AEP_REJECTED: "reject",
+        deadletter.Reason.INVALID_PAYLOAD: "invalid",
+    }
     unexpected_dead = {
         tid: reason for tid, reason in dead.items() if expected.get(reason) != ledger.kinds.get(tid)
     }

@@ -16,7 +16,7 @@ from typing import Any
 import redis
 
 from shared import redisconn
-from shared.deadletter import DeadLetter
+from shared.deadletter import DeadLetter, Reason
 from shared.push import xdm_time
 from shared.settings import Settings, load_or_exit
 from worker import replay
@@ -74,7 +74,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _add_filters(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--reason", help="only this reason, e.g. invalid_payload or aep_rejected")
+    parser.add_argument("--reason", choices=[r.value for r in Reason], help="only this reason")
     parser.add_argument("--event-type", help="only this eventType, e.g. SessionScheduled")
     parser.add_argument(
         "--since",

@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
     app.extensions["rainbridge"] = ReceiverState(
         settings=settings, redis=client, backpressure=Backpressure(client, settings), inbox=Inbox(client)
     )
-    for blueprint in (pushes.bp, collection.bp, health.bp, openapi.bp):
+    for blueprint in (pushes.bp, collection.bp, health.bp, openapi.bp, observe.bp):
         app.register_blueprint(blueprint)
     observe.install(app)
     app.register_error_handler(ReceiverError, _receiver_error)

@@ -13,7 +13,7 @@ import time
 import redis
 
 from receiver.errors import queue_unavailable
-from shared import keys
+from shared import keys, metrics
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ class Backpressure:
             self._checked_at = now
             self._full = self._measure()
         if self._full:
+            metrics.inc(metrics.ENQUEUE_FAILURES, why="queue_full")
             raise queue_unavailable(f"the queue is full ({self._full}); retry later")
 
     def _measure(self) -> str | None:

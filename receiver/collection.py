@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from receiver.enqueue import encode, new_receipt, read_json
 from receiver.errors import ReceiverError
@@ -35,6 +35,7 @@ def post_single(inlet_id: str) -> tuple[Response, int]:
         raise ReceiverError(400, "not_a_push", "the body must be one JSON object")
     receipt = new_receipt()
     (entry_id,) = state.inbox.add([text.strip()], receipt)
+    g.stored = 1  # for the request metrics
     log.debug("%s accepted 1 push via /collection, %s", receipt, entry_id, extra={"receipt": receipt})
     return jsonify(inletId=inlet_id, xactionId=entry_id, receivedTimeMs=_now_ms()), 200
 
@@ -57,7 +58,9 @@ def post_batch(inlet_id: str) -> tuple[Response, int]:
     receipt = new_receipt()
     # Like AEP: a message that is not an object is refused on its own; its neighbours go through.
     pushes = [encode(m) for m in messages if isinstance(m, dict)]
-    ids = iter(state.inbox.add(pushes, receipt) if pushes else [])
+    stored = state.inbox.add(pushes, receipt) if pushes else []
+    g.stored = len(stored)  # for the request metrics
+    ids = iter(stored)
     responses: list[dict[str, Any]] = [
         {"xactionId": next(ids)}
         if isinstance(m, dict)

@@ -8,12 +8,12 @@ import secrets
 from typing import Any
 
 import redis
-from flask import Request, g
+from flask import Request
 from redis.connection import Connection
 
 from receiver.body import check_content_type, content_coding, gunzip, parse_json, read_body
 from receiver.errors import queue_unavailable
-from shared import keys
+from shared import keys, metrics
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,8 @@ class Inbox:
         except redis.RedisError as exc:
             # Connection refused, timeout, or OOM under noeviction: nothing was stored.
             log.warning("%s enqueue failed, answering 503: %s", receipt, exc, extra={"receipt": receipt})
+            metrics.inc(metrics.ENQUEUE_FAILURES, why="redis_unavailable")
             raise queue_unavailable() from None
-        g.stored = len(ids)  # for the request metrics
         return ids
 
     def _xadd(self, push: str, receipt: str) -> str:

@@ -32,7 +32,6 @@ def metrics_route() -> Response:
 def install(app: Flask) -> None:
     """Count every request by route and status, and time acknowledgements."""
     metrics.RECORDER.bind(receiver_state(app).redis)
-    app.register_blueprint(bp)
     # The clock starts in a WSGI wrapper: cheaper than a before_request hook on every request.
     app.wsgi_app = _timed(app.wsgi_app)  # type: ignore[method-assign,assignment]
     app.after_request(_count)
@@ -57,8 +56,4 @@ def _count(response: Response) -> Response:
         if started is not None:
             metrics.observe(metrics.ACK_SECONDS, time.perf_counter() - started, route=route)
         metrics.inc(metrics.PUSHES_RECEIVED, g.get("stored", 0), route=route)
-    elif status == 503:
-        body = response.get_json(silent=True) or {}
-        why = "queue_full" if "full" in str(body.get("detail", "")) else "redis_unavailable"
-        metrics.inc(metrics.ENQUEUE_FAILURES, why=why)
     return response

@@ -9,7 +9,7 @@ import hmac
 import logging
 import time
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 
 from receiver.body import read_body
 from receiver.enqueue import encode, new_receipt, read_json
@@ -47,6 +47,7 @@ def post_pushes() -> tuple[Response, int]:
     # A single object is stored as it came (already checked), not decoded and encoded again.
     encoded = [text.strip()] if isinstance(data, dict) else [encode(p) for p in pushes]
     ids = state.inbox.add(encoded, receipt)
+    g.stored = len(ids)  # for the request metrics
     # DEBUG: a line per request costs more than the rest of the request path; /metrics counts them.
     log.debug("%s accepted %d push(es), first %s", receipt, len(ids), ids[0], extra={"receipt": receipt})
     # By hand: on this path jsonify costs about as much as the client side of the XADD.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, cast
 
 import redis
@@ -12,12 +13,16 @@ import redis
 from shared import keys
 from shared.settings import Settings
 
-#: Reason codes; they double as metric labels.
-INVALID_PAYLOAD = "invalid_payload"
-EVENT_TOO_LARGE = "event_too_large"
-AEP_REJECTED = "aep_rejected"
-DELIVERY_EXHAUSTED = "delivery_exhausted"
-INTERNAL_ERROR = "internal_error"
+
+class Reason(StrEnum):
+    """Why a push was dead-lettered: stored in each letter, the ``reason`` metric label, a CLI filter."""
+
+    INVALID_PAYLOAD = "invalid_payload"
+    EVENT_TOO_LARGE = "event_too_large"
+    AEP_REJECTED = "aep_rejected"
+    DELIVERY_EXHAUSTED = "delivery_exhausted"
+    INTERNAL_ERROR = "internal_error"
+
 
 #: Field order of a dead-letter stream entry; every writer (Lua included) uses this order so
 #: the stream keeps one field list for all entries (Redis then stores field names once).

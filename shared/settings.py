@@ -95,6 +95,16 @@ class Settings:
         return settings
 
     @property
+    def sends_raw(self) -> bool:
+        """True in raw mode: each push goes to AEP as it came, alone, for AEP's Data Prep to map."""
+        return self.aep_payload_mode == "raw"
+
+    @property
+    def messages_per_request(self) -> int:
+        """How many messages one AEP request carries at most: one in raw mode (the single inlet)."""
+        return 1 if self.sends_raw else self.aep_batch_max_messages
+
+    @property
     def uses_sentinel(self) -> bool:
         """True when ``REDIS_URL`` lists Redis Sentinels rather than one server."""
         return self.redis_url.startswith("sentinel://")

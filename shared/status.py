@@ -59,10 +59,8 @@ def collect(client: redis.Redis) -> dict[str, Any]:
     """Everything ``rainbridge status`` shows, as plain data (no secrets)."""
     now_ms = int(time.time() * 1000)
     reasons: Counter[str] = Counter()
-    oldest_letter = None
-    for entry_id, fields in cast(Entries, client.xrange(keys.DEADLETTER)):
+    for _, fields in cast(Entries, client.xrange(keys.DEADLETTER)):
         reasons[fields.get("reason", "")] += 1
-        oldest_letter = oldest_letter or entry_id
     pause_until = client.get(keys.PAUSE)
     token_raw = client.get(keys.TOKEN)
     token: dict[str, Any] | None = None

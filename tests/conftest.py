@@ -156,3 +156,21 @@ def receiver_url(settings: Settings, redis_client: redis.Redis, tmp_path: Path) 
     wait_for(lambda: requests.get(f"{url}/healthz", timeout=1).ok, timeout=20, what="gunicorn")
     yield url
     proc.stop()
+
+
+#: Fixtures that start real processes (gunicorn, Celery workers): tests using them are `slow`.
+PROCESS_FIXTURES = {"pipeline", "receiver_url"}
+#: Modules whose every test starts processes of its own.
+PROCESS_MODULES = {
+    "test_crashes", "test_faults", "test_make_run", "test_overload", "test_sentinel",
+    "test_slow_clients", "test_soak", "test_user_commands",
+}  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the process-level tests `slow`, so `pytest -m "not slow"` is a quick loop."""
+    for item in items:
+        owner = getattr(item, "module", None)
+        module = owner.__name__.rsplit(".", 1)[-1] if owner is not None else ""
+        if module in PROCESS_MODULES or PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -68,7 +68,7 @@ def test_in_a_207_refused_messages_are_dead_lettered_and_only_failed_ones_are_re
     summary = run(redis_client, settings, session)
     assert (summary.accepted, summary.rejected) == (5, 1)
     (letter,) = deadletter.read_all(redis_client)
-    assert letter.reason == deadletter.AEP_REJECTED
+    assert letter.reason == deadletter.Reason.AEP_REJECTED
     assert letter.transmission_id == refused
     assert "session.length is not an integer" in letter.detail
     assert json.loads(letter.xdm)["body"]["xdmEntity"]["_acme"]["transmissionId"] == refused
@@ -107,7 +107,7 @@ def test_a_poison_message_in_a_batch_of_200_is_isolated_and_the_other_199_delive
         p["transmissionId"] for p in pushes if p["transmissionId"] != poison
     )
     (letter,) = deadletter.read_all(redis_client)
-    assert (letter.reason, letter.transmission_id) == (deadletter.AEP_REJECTED, poison)
+    assert (letter.reason, letter.transmission_id) == (deadletter.Reason.AEP_REJECTED, poison)
     assert "400" in letter.detail
     assert len(collection_requests(sandbox)) <= 2 * 8 + 1  # a bisection, not one request per message
 
@@ -239,7 +239,7 @@ def test_after_max_attempts_a_message_is_dead_lettered_as_delivery_exhausted(
 
     (letter,) = deadletter.read_all(redis_client)
     assert (letter.reason, letter.transmission_id, letter.attempts) == (
-        deadletter.DELIVERY_EXHAUSTED,
+        deadletter.Reason.DELIVERY_EXHAUSTED,
         push["transmissionId"],
         2,
     )
@@ -256,7 +256,7 @@ def test_an_event_over_10_kb_is_dead_lettered_before_sending_with_its_size(
     load(redis_client, settings, [big])
 
     (letter,) = deadletter.read_all(redis_client)
-    assert letter.reason == deadletter.EVENT_TOO_LARGE
+    assert letter.reason == deadletter.Reason.EVENT_TOO_LARGE
     assert "bytes" in letter.detail
     assert redis_client.xlen(keys.OUTBOX) == 0
 
@@ -280,4 +280,4 @@ def test_raw_mode_sends_each_push_unchanged_to_the_single_endpoint(
     )
     assert all(r["headers"]["x-adobe-flow-id"] == "flow-123" for r in collection_requests(sandbox))
     (letter,) = deadletter.read_all(redis_client)
-    assert letter.reason == deadletter.AEP_REJECTED
+    assert letter.reason == deadletter.Reason.AEP_REJECTED

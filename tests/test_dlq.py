@@ -64,7 +64,7 @@ def ingested(client: redis.Redis, settings: Settings, *pushes: dict[str, Any]) -
 def broken_mapping(client: redis.Redis, settings: Settings, *pushes: dict[str, Any]) -> list[DeadLetter]:
     """Dead letters of valid pushes, written by an ingest that could not build XDM (a bug, since fixed)."""
     letters = ingested(client, dataclasses.replace(settings, aep_tenant_id=None), *pushes)
-    assert [letter.reason for letter in letters] == [deadletter.INTERNAL_ERROR] * len(pushes)
+    assert [letter.reason for letter in letters] == [deadletter.Reason.INTERNAL_ERROR] * len(pushes)
     return letters
 
 
@@ -83,7 +83,7 @@ def aep_rejected(
         )
     sandbox.faults(reject_ids=[])
     letter = deadletter.read_all(client)[-1]
-    assert letter.reason == deadletter.AEP_REJECTED
+    assert letter.reason == deadletter.Reason.AEP_REJECTED
     return letter
 
 
@@ -293,7 +293,7 @@ def test_a_forced_replay_of_a_still_invalid_push_is_dead_lettered_again(
     (result,) = replay.replay(redis_client, settings, [letter], dry_run=False, rate=None, force=True)
 
     assert result.status == "replayed"
-    assert result.failure == deadletter.INVALID_PAYLOAD
+    assert result.failure == deadletter.Reason.INVALID_PAYLOAD
     assert "timestamp" in result.failure_detail
     (again,) = ingested(redis_client, settings)
     assert again.id != letter.id
@@ -398,7 +398,7 @@ def test_replay_after_aep_rejected_it_reaches_aep_once_and_a_later_repeat_is_dro
     with requests.Session() as http:
         assert http.post(f"{receiver_url}/v1/pushes", json=push, headers=AUTH, timeout=10).status_code == 202
         (letter,) = wait_for(
-            lambda: replay.select(redis_client, reason=deadletter.AEP_REJECTED), what="the dead letter"
+            lambda: replay.select(redis_client, reason=deadletter.Reason.AEP_REJECTED), what="the dead letter"
         )
         assert letter.transmission_id == tid
         assert json.loads(letter.push) == push

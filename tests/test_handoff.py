@@ -87,7 +87,7 @@ def test_invalid_pushes_are_dead_lettered_with_the_validation_messages(
 
     assert summary.dead == 3
     letters = deadletter.read_all(redis_client)
-    assert [d.reason for d in letters] == [deadletter.INVALID_PAYLOAD] * 3
+    assert [d.reason for d in letters] == [deadletter.Reason.INVALID_PAYLOAD] * 3
     assert "attendee.email" in letters[0].detail
     assert letters[0].transmission_id == bad["transmissionId"]
     assert json.loads(letters[0].push) == bad

@@ -42,7 +42,7 @@ HASHED = dataclasses.replace(XDM, identity_namespace="Email_LC_SHA256")
 RAW = dataclasses.replace(XDM, aep_payload_mode="raw")
 
 #: Reasons a push of the sender's own making may be dead-lettered for; internal_error means a bug.
-SENDER_REASONS = {deadletter.INVALID_PAYLOAD, deadletter.EVENT_TOO_LARGE}
+SENDER_REASONS = {deadletter.Reason.INVALID_PAYLOAD, deadletter.Reason.EVENT_TOO_LARGE}
 XDM_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
 
 EXAMPLES = hypothesis.settings(
@@ -206,7 +206,7 @@ def test_unknown_fields_of_any_shape_do_not_change_the_event(extra: Any, name: s
 def test_a_one_megabyte_lead_note_is_dead_lettered_as_invalid_without_being_echoed() -> None:
     push_json, result = prepare(samples.push(lead={"note": "n" * 1_000_000}), XDM)
     assert isinstance(result, Rejected)
-    assert result.reason == deadletter.INVALID_PAYLOAD
+    assert result.reason == deadletter.Reason.INVALID_PAYLOAD
     assert "lead.note" in json.loads(result.detail)
     assert len(result.detail) < 500  # the reason, not the note
     assert_sound(push_json, result, XDM)
@@ -218,7 +218,7 @@ def test_a_push_too_big_for_aep_profile_is_dead_lettered_as_too_large() -> None:
     push = samples.push(lead={"leadId": note, "note": note}, event={"name": note})
     push_json, result = prepare(push, XDM)
     assert isinstance(result, Rejected)
-    assert result.reason == deadletter.EVENT_TOO_LARGE
+    assert result.reason == deadletter.Reason.EVENT_TOO_LARGE
     assert_sound(push_json, result, XDM)
 
 

@@ -95,7 +95,7 @@ def test_an_invalid_push_is_dead_lettered_and_its_neighbours_are_delivered(
     events = sandbox.wait_for_events(4)
     assert {e["transmissionId"] for e in events} == {p["transmissionId"] for p in good}
     (letter,) = wait_for(lambda: deadletter.read_all(redis_client), what="the dead letter")
-    assert letter.reason == deadletter.INVALID_PAYLOAD
+    assert letter.reason == deadletter.Reason.INVALID_PAYLOAD
     assert letter.transmission_id == bad["transmissionId"]
     assert "timestamp" in letter.detail
     assert json.loads(letter.push) == bad

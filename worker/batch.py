@@ -70,8 +70,7 @@ class Batcher:
     def next(self, deadline: float) -> Batch:
         """The next batch; empty when nothing arrived before ``deadline`` (a monotonic time)."""
         s = self._settings
-        max_messages = 1 if s.aep_payload_mode == "raw" else s.aep_batch_max_messages
-        batch = Batch(max_messages, s.aep_batch_max_bytes)
+        batch = Batch(s.messages_per_request, s.aep_batch_max_bytes)
         leftovers, self.held = self.held, []
         batch.attempts.update(self._held_attempts)
         self._held_attempts = {}

@@ -16,39 +16,9 @@ import redis
 
 from shared import deadletter, keys
 from shared.settings import Settings
+from worker import scripts
 
-_HANDOFF = """
-local inbox, outbox, dlq = KEYS[1], KEYS[2], KEYS[3]
-local group, ttl, minid = ARGV[1], ARGV[2], ARGV[3]
-local sent, repeats, dead, done = 0, 0, 0, {}
-for i = 4, #ARGV, 11 do
-  local kind, id, seen, replay, tid, et, rcv, push, payload, reason, attempts = unpack(ARGV, i, i + 10)
-  if redis.call('XACK', inbox, group, id) == 1 then
-    done[#done + 1] = id
-    if kind == 'o' then
-      local fresh
-      if replay == '1' then
-        fresh = redis.call('SET', seen, '1', 'EX', ttl)
-      else
-        fresh = redis.call('SET', seen, '1', 'NX', 'EX', ttl)
-      end
-      if fresh then
-        redis.call('XADD', outbox, '*', 'message', payload, 'transmissionId', tid, 'eventType', et,
-                   'receivedMs', rcv, 'push', push)
-        sent = sent + 1
-      else
-        repeats = repeats + 1
-      end
-    else
-      redis.call('XADD', dlq, 'MINID', '~', minid, '*', 'reason', reason, 'detail', payload, 'push', push,
-                 'xdm', '', 'transmissionId', tid, 'eventType', et, 'attempts', attempts, 'receivedMs', rcv)
-      dead = dead + 1
-    end
-  end
-end
-if #done > 0 then redis.call('XDEL', inbox, unpack(done)) end
-return {sent, repeats, dead}
-"""
+_HANDOFF = scripts.load("handoff")
 
 
 @dataclass(frozen=True)
@@ -70,7 +40,7 @@ class Rejected:
     """An inbox entry that cannot become an AEP message: it goes to the dead-letter stream."""
 
     entry_id: str
-    reason: str
+    reason: deadletter.Reason
     detail: str
     transmission_id: str
     event_type: str

@@ -28,7 +28,7 @@ import requests
 
 from shared import deadletter, keys, metrics
 from shared.settings import Settings
-from worker import pause, streams
+from worker import pause, scripts, streams
 from worker.batch import Batch, Batcher
 from worker.errors import AepMisconfigured, AepUnavailable
 from worker.ims import TokenCache
@@ -38,24 +38,7 @@ log = logging.getLogger(__name__)
 #: How long delivery pauses after AEP says the inlet does not exist (404): an operator must act.
 MISCONFIGURED_PAUSE_MS = 60_000
 
-_SETTLE = """
-local outbox, dlq = KEYS[1], KEYS[2]
-local group, minid, n_acks = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local done = {}
-for i = 4, 3 + n_acks do
-  if redis.call('XACK', outbox, group, ARGV[i]) == 1 then done[#done + 1] = ARGV[i] end
-end
-for i = 4 + n_acks, #ARGV, 9 do
-  local id, reason, detail, push, xdm, tid, et, attempts, rcv = unpack(ARGV, i, i + 8)
-  if redis.call('XACK', outbox, group, id) == 1 then
-    done[#done + 1] = id
-    redis.call('XADD', dlq, 'MINID', '~', minid, '*', 'reason', reason, 'detail', detail, 'push', push,
-               'xdm', xdm, 'transmissionId', tid, 'eventType', et, 'attempts', attempts, 'receivedMs', rcv)
-  end
-end
-if #done > 0 then redis.call('XDEL', outbox, unpack(done)) end
-return #done
-"""
+_SETTLE = scripts.load("settle")
 
 
 @dataclass
@@ -99,7 +82,6 @@ class DeliverSummary:
     retrying: int = 0
     exhausted: int = 0
     busy: bool = False
-    errors: list[str] = field(default_factory=list)
 
 
 class AepClient:
@@ -145,7 +127,7 @@ class AepClient:
 
 def send(aep: AepClient, settings: Settings, entries: list[streams.Entry]) -> Outcome:
     """Send ``entries`` (one request, or more when AEP makes us split) and sort them by AEP's answer."""
-    raw = settings.aep_payload_mode == "raw"
+    raw = settings.sends_raw
     messages = [entry.fields.get("message", "") for entry in entries]
     url = settings.aep_single_url if raw else settings.aep_batch_url
     body = messages[0] if raw else '{"messages":[' + ",".join(messages) + "]}"
@@ -246,7 +228,7 @@ class Settler:
     def __call__(
         self,
         accepted: list[streams.Entry],
-        dead: list[tuple[streams.Entry, str, str]],
+        dead: list[tuple[streams.Entry, deadletter.Reason, str]],
         attempts: dict[str, int],
     ) -> int:
         """Ack ``accepted`` and dead-letter ``dead`` (entry, reason, detail); returns how many were ours."""
@@ -298,7 +280,7 @@ def run(
             release(batcher.held)
             batcher.held = []
             continue
-        summary.busy = len(batch.entries) >= settings.aep_batch_max_messages
+        summary.busy = len(batch.entries) >= settings.messages_per_request
         if time.monotonic() >= deadline and not batcher.held:
             break
     if summary.requests or summary.exhausted:
@@ -333,13 +315,13 @@ def _settle_exhausted(settle: Settler, batch: Batch, summary: DeliverSummary) ->
         received = int(entry.fields.get("receivedMs") or entry.ms)
         age_s = (pause.now_ms() - received) / 1000
         detail = f"not delivered after {attempts} attempt(s) over {age_s:.0f} s"
-        dead.append((entry, deadletter.DELIVERY_EXHAUSTED, detail))
+        dead.append((entry, deadletter.Reason.DELIVERY_EXHAUSTED, detail))
         batch.attempts[entry.id] = attempts
         tid = entry.fields.get("transmissionId")
         log.warning("%s dead-lettered (delivery_exhausted): %s", tid, detail, extra={"transmissionId": tid})
     settle([], dead, batch.attempts)
     summary.exhausted += len(dead)
-    metrics.inc(metrics.DEADLETTERS, len(dead), reason=deadletter.DELIVERY_EXHAUSTED)
+    metrics.inc(metrics.DEADLETTERS, len(dead), reason=deadletter.Reason.DELIVERY_EXHAUSTED)
 
 
 def _settle_outcome(
@@ -352,7 +334,7 @@ def _settle_outcome(
     summary: DeliverSummary,
     release: Callable[..., None],
 ) -> None:
-    dead = [(entry, deadletter.AEP_REJECTED, detail) for entry, detail in outcome.rejected]
+    dead = [(entry, deadletter.Reason.AEP_REJECTED, detail) for entry, detail in outcome.rejected]
     settle(outcome.accepted, dead, batch.attempts)
     for entry, detail in outcome.rejected:
         tid = entry.fields.get("transmissionId")
@@ -363,7 +345,7 @@ def _settle_outcome(
     summary.retrying += len(outcome.retry)
     metrics.inc(metrics.PUSHES, len(outcome.accepted), outcome="sent")
     metrics.inc(metrics.RETRIES, len(outcome.retry))
-    metrics.inc(metrics.DEADLETTERS, len(outcome.rejected), reason=deadletter.AEP_REJECTED)
+    metrics.inc(metrics.DEADLETTERS, len(outcome.rejected), reason=deadletter.Reason.AEP_REJECTED)
     if outcome.accepted:
         pause.succeeded(client)
     cap_ms = settings.delivery_backoff_cap_seconds * 1000
@@ -371,8 +353,6 @@ def _settle_outcome(
         pause.pause(client, pause.now_ms() + outcome.pause_ms, outcome.error or "AEP asked us to wait")
     elif outcome.back_off:
         pause.back_off(client, cap_ms, outcome.error or "AEP request failed")
-    if outcome.error:
-        summary.errors.append(outcome.error)
     if outcome.stop:
         release(outcome.retry)  # first in line once the pause is over
     elif outcome.retry:

@@ -30,6 +30,7 @@ import redis
 
 from shared import keys
 from shared.settings import Settings
+from worker import scripts
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,7 @@ HOUSEKEEP_SECONDS = 60.0
 # Sends a tick only when this second's lease is free and nothing of the stage is queued, so
 # ticks never pile up behind busy workers. Celery's Redis transport keeps a queue as a list
 # named after it (priority 0, the only one rainbridge uses).
-_TICK_SCRIPT = """
-if redis.call('LLEN', KEYS[2]) > 0 then return 0 end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-return 0
-"""
+_TICK_SCRIPT = scripts.load("tick")
 
 
 def record_run(client: redis.Redis, stage: str) -> None:

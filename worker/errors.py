@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.deadletter import Reason
+
 
 class PipelineError(Exception):
     """Base of every error a pipeline stage raises on purpose."""
@@ -16,7 +18,7 @@ class Transient(PipelineError):
 class Permanent(PipelineError):
     """Retrying cannot help: the item goes to the dead-letter store with ``reason``."""
 
-    reason = "permanent"
+    reason: Reason = Reason.INTERNAL_ERROR
 
     def __init__(self, detail: Any) -> None:
         super().__init__(str(detail))
@@ -26,19 +28,19 @@ class Permanent(PipelineError):
 class InvalidPush(Permanent):
     """The push does not match the schema; ``detail`` holds marshmallow's messages by field."""
 
-    reason = "invalid_payload"
+    reason = Reason.INVALID_PAYLOAD
 
 
 class EventTooLarge(Permanent):
     """The XDM event is over AEP Profile's 10 KB limit and would be silently dropped."""
 
-    reason = "event_too_large"
+    reason = Reason.EVENT_TOO_LARGE
 
 
 class InternalError(Permanent):
     """A bug of ours while handling the item; kept as a dead letter so it can be replayed after a fix."""
 
-    reason = "internal_error"
+    reason = Reason.INTERNAL_ERROR
 
 
 class AepUnavailable(Transient):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -37,7 +37,6 @@ class IngestSummary:
     repeats: int = 0
     dead: int = 0
     busy: bool = False  # stopped by its time budget with work left, not by an empty inbox
-    reasons: dict[str, int] = field(default_factory=dict)
 
 
 def prepare(entry: streams.Entry, settings: Settings) -> Ready | Rejected:
@@ -55,7 +54,7 @@ def prepare(entry: streams.Entry, settings: Settings) -> Ready | Rejected:
     try:
         push = validate(raw)
         seen_key = keys.seen(event_id(push.transmission_id))
-        if settings.aep_payload_mode == "raw":
+        if settings.sends_raw:
             message = push_json  # AEP's Data Prep maps it: send it as it came
         else:
             event = to_xdm(push, settings)
@@ -130,7 +129,6 @@ def drain(client: redis.Redis, settings: Settings, consumer: str, budget_s: floa
         summary.dead += result.dead
         for item in items:
             if isinstance(item, Rejected):
-                summary.reasons[item.reason] = summary.reasons.get(item.reason, 0) + 1
                 metrics.inc(metrics.DEADLETTERS, reason=item.reason)
                 log.warning(
                     "%s dead-lettered (%s): %s",

@@ -24,7 +24,7 @@ import redis
 from shared import keys
 from shared.deadletter import DeadLetter
 from shared.settings import Settings
-from worker import ingest, streams
+from worker import ingest, scripts, streams
 from worker.dedupe import Rejected
 
 #: A full stream entry id; a bare millisecond time would match every entry of that millisecond.
@@ -39,13 +39,7 @@ PURGE_CHUNK = 1000
 # Atomic like MULTI/EXEC, and it also checks that the letter is still there: with a plain
 # transaction two operators replaying the same letter at once would both add it to the inbox.
 # XADD comes first so that an out-of-memory refusal leaves the letter untouched.
-_REPLAY = """
-if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then return false end
-local inbox_id = redis.call('XADD', KEYS[2], '*', 'push', ARGV[2], 'receipt', ARGV[3],
-                            'replay', '1', 'receivedMs', ARGV[4])
-redis.call('XDEL', KEYS[1], ARGV[1])
-return inbox_id
-"""
+_REPLAY = scripts.load("replay")
 
 _Entries = list[tuple[str, dict[str, str]]]
 
