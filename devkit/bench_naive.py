@@ -4,7 +4,7 @@ The receiver would call ``deliver_one.apply_async((push_json,))`` for every push
 validates and transforms its push with the project's own code (:func:`worker.validate.validate`,
 :mod:`worker.transform`), claims its ``transmissionId`` (``SET NX EX``, the same dedupe key as the
 real pipeline) and POSTs the one message to AEP's single-message endpoint, with the project's
-:class:`worker.deliver.AepClient` (same headers, same cached IMS token). Nothing is batched.
+:class:`worker.aep.AepClient` (same headers, same cached IMS token). Nothing is batched.
 
 It is given the benefit of the doubt, so the comparison measures the shape and not a handicap:
 the reliability settings the real app needs (late acks, redelivery when a pool child dies), and
@@ -29,7 +29,7 @@ from celery.signals import after_setup_logger, worker_init, worker_process_init
 
 from shared import keys, redisconn
 from shared.settings import ConfigError, load_or_exit
-from worker.deliver import AepClient
+from worker.aep import AepClient
 from worker.errors import Permanent
 from worker.ims import TokenCache
 from worker.transform import check_size, encode, envelope, event_id, to_xdm

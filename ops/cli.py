@@ -120,7 +120,7 @@ def _check_aep(settings: Settings, client: redis.Redis) -> int:
     """Get a token (the cached one if still good) and knock on the inlet; returns the failures."""
     import requests  # noqa: PLC0415 - only this check talks to AEP
 
-    from worker.deliver import AepClient  # noqa: PLC0415
+    from worker.aep import AepClient  # noqa: PLC0415
     from worker.errors import PipelineError  # noqa: PLC0415
     from worker.ims import TokenCache  # noqa: PLC0415
 

@@ -11,22 +11,14 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
-from devkit.local import local_settings, settings_env
-from devkit.procs import Process, RedisServer, celery_worker, free_port, gunicorn, wait_for
-from devkit.sandbox import SandboxConfig, SandboxServer
+from devkit.local import local_settings
+from devkit.procs import RedisServer, free_port, gunicorn, wait_for
+from devkit.sandbox import SandboxServer
 from devkit.sandbox_client import SandboxClient
 from receiver.app import create_app
 from shared import metrics
 from shared.settings import Settings
-
-TOKEN = "test-token-0123456789abcdef"
-INLET = "test-inlet-0123456789abcdef"
-SANDBOX = SandboxConfig()
-
-
-def to_env(settings: Settings) -> dict[str, str]:
-    """Settings as the environment variables that would produce them."""
-    return settings_env(settings)
+from tests.helpers import INLET, SANDBOX, TOKEN, Pipeline, to_env
 
 
 @pytest.fixture(scope="session")
@@ -108,34 +100,6 @@ def app(settings: Settings, make_app: Callable[[Settings], Flask]) -> Flask:
 def client(app: Flask) -> FlaskClient:
     """A test client of the receiver app."""
     return app.test_client()
-
-
-class Pipeline:
-    """Celery workers running against the test's settings (they tick their own drains)."""
-
-    def __init__(self, settings: Settings, workdir: Path) -> None:
-        self.settings = settings
-        self.workdir = workdir
-        self.env = to_env(settings)
-        self.workers: list[Process] = []
-
-    def start_worker(
-        self, name: str | None = None, concurrency: int = 2, queues: str | None = None
-    ) -> Process:
-        name = name or f"w{len(self.workers) + 1}"
-        log_path = self.workdir / f"{name}.log"
-        proc = celery_worker(self.env, log_path, name=name, concurrency=concurrency, queues=queues)
-        self.workers.append(proc)
-        wait_for(lambda: "ready." in proc.output() or not proc.alive(), timeout=30, what=f"worker {name}")
-        assert proc.alive(), proc.output()
-        return proc
-
-    def stop(self) -> None:
-        for proc in self.workers:
-            proc.stop()
-
-    def logs(self) -> str:
-        return "\n".join(p.output() for p in self.workers)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from devkit import samples
 from ops.cli import main as rainbridge
 from shared import keys
 from shared.settings import Settings
-from tests.conftest import TOKEN, SandboxClient, to_env
+from tests.helpers import TOKEN, SandboxClient, to_env
 from worker import ingest, pause
 
 

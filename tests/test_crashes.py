@@ -23,7 +23,7 @@ from devkit.ledger import Ledger, Streamer
 from devkit.procs import Process, RedisServer, free_port, gunicorn, wait_for
 from shared import keys
 from shared.settings import Settings
-from tests.conftest import TOKEN, Pipeline, SandboxClient, to_env
+from tests.helpers import TOKEN, Pipeline, SandboxClient, to_env
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -17,8 +17,8 @@ import requests
 from devkit import samples
 from shared import deadletter, keys
 from shared.settings import Settings
-from tests.conftest import SandboxClient
-from worker import deliver, ingest, pause
+from tests.helpers import SandboxClient
+from worker import aep, deliver, ingest, pause
 from worker.ims import TokenCache
 
 
@@ -28,8 +28,8 @@ def session() -> Iterator[requests.Session]:
         yield http
 
 
-def aep_client(client: redis.Redis, settings: Settings, session: requests.Session) -> deliver.AepClient:
-    return deliver.AepClient(settings, TokenCache(client, settings, session), session)
+def aep_client(client: redis.Redis, settings: Settings, session: requests.Session) -> aep.AepClient:
+    return aep.AepClient(settings, TokenCache(client, settings, session), session)
 
 
 def load(client: redis.Redis, settings: Settings, pushes: list[dict[str, Any]]) -> None:

@@ -20,8 +20,8 @@ from ops import dlq as dlq_cli
 from shared import deadletter, keys
 from shared.deadletter import DeadLetter
 from shared.settings import Settings
-from tests.conftest import TOKEN, SandboxClient, to_env
-from worker import deliver, ingest, replay
+from tests.helpers import TOKEN, SandboxClient, to_env
+from worker import aep, deliver, ingest, replay
 from worker.ims import TokenCache
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -76,9 +76,9 @@ def aep_rejected(
     add_push(client, push)
     assert ingest.drain(client, settings, "c1", budget_s=0.2).sent == 1
     with requests.Session() as session:
-        aep = deliver.AepClient(settings, TokenCache(client, settings, session), session)
+        inlet = aep.AepClient(settings, TokenCache(client, settings, session), session)
         wait_for(
-            lambda: deliver.run(client, settings, "d1", aep, budget_s=0.5).rejected,
+            lambda: deliver.run(client, settings, "d1", inlet, budget_s=0.5).rejected,
             what="AEP to refuse the push",
         )
     sandbox.faults(reject_ids=[])

@@ -18,7 +18,7 @@ from devkit.procs import free_port, gunicorn, wait_for
 from devkit.sandbox import SandboxServer
 from shared import keys
 from shared.settings import Settings
-from tests.conftest import TOKEN, Pipeline, SandboxClient, to_env
+from tests.helpers import TOKEN, Pipeline, SandboxClient, to_env
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

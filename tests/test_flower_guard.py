@@ -8,7 +8,7 @@ import pytest
 
 from devkit.procs import BIN, ROOT
 from shared.settings import Settings
-from tests.conftest import to_env
+from tests.helpers import to_env
 from worker.flower_guard import problem
 
 

@@ -38,7 +38,7 @@ from devkit import samples
 from receiver.body import MAX_DEPTH, MAX_MEMBERS, MAX_NUMBER_CHARS
 from shared import keys
 from shared.settings import Settings
-from tests.conftest import INLET, TOKEN
+from tests.helpers import INLET, TOKEN
 from tests.strategies import any_json
 
 MakeApp = Callable[[Settings], Flask]

@@ -25,7 +25,7 @@ from receiver.body import MAX_DEPTH, MAX_NUMBER_CHARS
 from shared import deadletter, keys
 from shared.push import GROUPS, MAX_STRING_LENGTH, PUSH_FIELDS
 from shared.settings import Settings
-from tests.conftest import TOKEN
+from tests.helpers import TOKEN
 from tests.strategies import any_json
 from worker import ingest, streams
 from worker.dedupe import Ready, Rejected

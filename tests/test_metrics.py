@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devkit import samples
 from devkit.procs import wait_for
-from tests.conftest import INLET, TOKEN, Pipeline, SandboxClient
+from tests.helpers import INLET, TOKEN, Pipeline, SandboxClient
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

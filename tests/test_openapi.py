@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
 
 from receiver.openapi import OPENAPI_VERSION, document
 from shared.settings import Settings
-from tests.conftest import INLET, TOKEN
+from tests.helpers import INLET, TOKEN
 
 #: Flask adds these to every rule by itself; the document describes the methods the code defines.
 IMPLICIT_METHODS = {"HEAD", "OPTIONS"}

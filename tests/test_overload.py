@@ -14,7 +14,7 @@ from flask import Flask
 from devkit import samples
 from devkit.procs import free_port, gunicorn, wait_for
 from shared.settings import Settings
-from tests.conftest import TOKEN, Pipeline, SandboxClient, to_env
+from tests.helpers import TOKEN, Pipeline, SandboxClient, to_env
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -15,7 +15,7 @@ from devkit import samples
 from devkit.procs import wait_for
 from shared import deadletter, keys
 from shared.settings import Settings
-from tests.conftest import INLET, SANDBOX, TOKEN, Pipeline, SandboxClient
+from tests.helpers import INLET, SANDBOX, TOKEN, Pipeline, SandboxClient
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -20,7 +20,7 @@ from devkit import samples
 from devkit.procs import RedisServer
 from shared import keys
 from shared.settings import Settings
-from tests.conftest import INLET, TOKEN
+from tests.helpers import INLET, TOKEN
 
 MakeApp = Callable[[Settings], Flask]
 

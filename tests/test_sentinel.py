@@ -15,7 +15,7 @@ from devkit.redisbin import redis_server_binary
 from receiver.app import create_app
 from shared import redisconn
 from shared.settings import ConfigError, Settings
-from tests.conftest import TOKEN, Pipeline, SandboxClient
+from tests.helpers import TOKEN, Pipeline, SandboxClient
 
 MASTER = "rainbridge-master"
 

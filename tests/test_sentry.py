@@ -21,7 +21,7 @@ from devkit import samples
 from devkit.procs import Process, free_port, wait_for
 from shared import keys
 from shared.settings import Settings
-from tests.conftest import INLET, TOKEN, Pipeline, to_env
+from tests.helpers import INLET, TOKEN, Pipeline, to_env
 
 EMAIL = "ada.lovelace@example.com"
 

@@ -9,7 +9,7 @@ import pytest
 
 from devkit.procs import BIN, ROOT, free_port
 from shared.settings import ConfigError, Settings
-from tests.conftest import to_env
+from tests.helpers import to_env
 
 
 def test_defaults_match_the_design() -> None:

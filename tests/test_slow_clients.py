@@ -25,7 +25,7 @@ from devkit import samples
 from devkit.procs import Process, free_port, gunicorn, wait_for
 from shared import keys
 from shared.settings import Settings
-from tests.conftest import TOKEN, to_env
+from tests.helpers import TOKEN, to_env
 
 HEADER_TIMEOUT = 3.0
 BODY_TIMEOUT = 6.0

@@ -21,7 +21,7 @@ from devkit import samples
 from devkit.procs import BIN, Process, free_port, wait_for
 from shared import keys
 from shared.settings import Settings
-from tests.conftest import TOKEN, SandboxClient, to_env
+from tests.helpers import TOKEN, SandboxClient, to_env
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -10,7 +10,7 @@ import redis
 import requests
 
 from shared import keys, metrics, redisconn
-from worker import deliver, drains, ingest, streams
+from worker import aep, deliver, drains, ingest, streams
 from worker.app import BUDGET_SECONDS, app, settings
 from worker.ims import TokenCache
 
@@ -20,7 +20,7 @@ _process: dict[str, Any] = {}
 CONSUMER_IDLE_MS = 3600 * 1000
 
 
-def _resources() -> tuple[redis.Redis, deliver.AepClient, str]:
+def _resources() -> tuple[redis.Redis, aep.AepClient, str]:
     """Per-process Redis client, HTTP session and consumer name, made after the pool forked."""
     if _process.get("pid") != os.getpid():
         client = redisconn.connect(settings)
@@ -30,7 +30,7 @@ def _resources() -> tuple[redis.Redis, deliver.AepClient, str]:
         _process.update(
             pid=os.getpid(),
             redis=client,
-            aep=deliver.AepClient(settings, tokens, session),
+            aep=aep.AepClient(settings, tokens, session),
             consumer=f"{socket.gethostname()}:{os.getpid()}",
         )
     return _process["redis"], _process["aep"], _process["consumer"]
