@@ -54,6 +54,7 @@ import redis
 import requests
 
 from devkit.local import local_settings, settings_env
+from devkit.procfs import children, cpu_seconds, rss_bytes
 from devkit.procs import BIN, ROOT, Process, RedisServer, celery_worker, free_port, wait_for
 from devkit.samples import push as sample_push
 from devkit.sandbox import SandboxConfig
@@ -70,7 +71,6 @@ KEEP_RUNS_SECONDS = 24 * 3600
 TID_MARK = "@@TID@@"
 #: Pushes per pipelined round trip when filling a stream.
 FILL_CHUNK = 1000
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,42 +161,6 @@ class Tracker:
                 print(f"bench: could not stop {name}: {exc}", file=sys.stderr)
             # Popped only once stopped, so an interrupted stop is tried again by the final unwind.
             self._stoppers.pop()
-
-
-def children(pid: int) -> list[int]:
-    """Direct children of ``pid``, from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command name may hold spaces and parentheses: the fields start after the last ')'.
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry.name))
-    return sorted(found)
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident set size of ``pid``, 0 when it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time ``pid`` has used so far, 0 when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 class CpuMeter:

@@ -25,9 +25,9 @@ from pathlib import Path
 import redis
 import requests
 
-from devkit import ports
+from devkit import ports, procfs
+from devkit.local import local_settings, settings_env
 from devkit.redisbin import redis_server_binary
-from devkit.sandbox import SandboxConfig
 from shared import keys, redisconn
 from shared.settings import Settings
 
@@ -37,9 +37,14 @@ BIN = Path(sys.executable).parent
 #: What this run started, so a run that was SIGKILLed can be cleaned up by the next one.
 STATE = VAR / "run.json"
 
-#: The sandbox's built-in client, inlet and org, used when no AEP credentials are set.
-SANDBOX = SandboxConfig()
 PR_SET_PDEATHSIG = 1
+
+
+#: The settings that point rainbridge at the sandbox instead of AEP.
+SANDBOX_AEP = (
+    "AEP_STREAMING_URL", "AEP_IMS_URL", "AEP_CLIENT_ID", "AEP_CLIENT_SECRET", "AEP_ORG_ID",
+    "AEP_DATASET_ID", "AEP_SCHEMA_ID", "AEP_TENANT_ID",
+)  # fmt: skip
 
 
 class StartFailed(Exception):
@@ -70,15 +75,6 @@ def _prctl_pdeathsig(sig: int) -> None:
     """Ask the kernel to send ``sig`` to this process when its parent dies (Linux)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(sig))
-
-
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (tells a pid apart from a reused one)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
 
 
 class Supervisor:
@@ -118,8 +114,10 @@ class Supervisor:
 
     def _save(self) -> None:
         state = {
-            "supervisor": {"pid": os.getpid(), "start": _start_time(os.getpid())},
-            "children": [{"name": n, "pid": p.pid, "start": _start_time(p.pid)} for n, p in self.children],
+            "supervisor": {"pid": os.getpid(), "start": procfs.start_time(os.getpid())},
+            "children": [
+                {"name": n, "pid": p.pid, "start": procfs.start_time(p.pid)} for n, p in self.children
+            ],
         }
         STATE.write_text(json.dumps(state))
 
@@ -185,13 +183,19 @@ def clean_up_earlier_run() -> None:
     except (OSError, ValueError):
         return
     boss = state.get("supervisor", {})
-    if boss.get("pid") and boss.get("pid") != os.getpid() and _start_time(boss["pid"]) == boss.get("start"):
+    if (
+        boss.get("pid")
+        and boss.get("pid") != os.getpid()
+        and procfs.start_time(boss["pid"]) == boss.get("start")
+    ):
         raise StartFailed(f"make run is already running (pid {boss['pid']}); stop it with Ctrl-C first")
-    left = [c for c in state.get("children", []) if _start_time(c["pid"]) == c["start"]]
+    left = [c for c in state.get("children", []) if procfs.start_time(c["pid"]) == c["start"]]
     for child in left:
         _signal_group(child["pid"], signal.SIGTERM)
     deadline = time.monotonic() + 20
-    while left and time.monotonic() < deadline and any(_start_time(c["pid"]) == c["start"] for c in left):
+    while (
+        left and time.monotonic() < deadline and any(procfs.start_time(c["pid"]) == c["start"] for c in left)
+    ):
         time.sleep(0.2)
     for child in left:
         # The whole group, so pool processes whose leader is already gone go too.
@@ -264,16 +268,9 @@ def start_all(sup: Supervisor, env: dict[str, str]) -> list[str]:
     if own_sandbox:
         sandbox = f"http://127.0.0.1:{sandbox_port}"
         sup.start("sandbox", [str(BIN / "rainbridge"), "sandbox", "--port", str(sandbox_port)], env)
-        env.update(
-            AEP_STREAMING_URL=f"{sandbox}/collection/{SANDBOX.inlet_id}",
-            AEP_IMS_URL=f"{sandbox}/ims/token/v3",
-            AEP_CLIENT_ID=SANDBOX.client_id,
-            AEP_CLIENT_SECRET=SANDBOX.client_secret,
-            AEP_ORG_ID=SANDBOX.org_id,
-            AEP_DATASET_ID="sandbox-dataset",
-            AEP_SCHEMA_ID="https://ns.adobe.com/sandbox/schemas/rainfocus-experience-event",
-            AEP_TENANT_ID="sandbox",
-        )
+        # Where AEP is and who we are there: the same as the tests and the benchmark use.
+        aep = settings_env(local_settings(env["REDIS_URL"], sandbox))
+        env.update({name: aep[name] for name in SANDBOX_AEP})
         sup.wait_until("sandbox", lambda: _http_ok(f"{sandbox}/sandbox/stats"), "the AEP sandbox", timeout=20)
         notes.append(f"AEP sandbox (events page) {sandbox}/")
 

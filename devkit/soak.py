@@ -41,7 +41,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import os
 import random
 import shutil
 import signal
@@ -60,7 +59,7 @@ from typing import Any
 import redis
 import requests
 
-from devkit import samples
+from devkit import procfs, samples
 from devkit.ledger import Ledger
 from devkit.local import local_settings, settings_env
 from devkit.procs import Process, RedisServer, celery_worker, free_port, gunicorn, wait_for
@@ -182,24 +181,7 @@ def soak_settings(redis_url: str, sandbox_url: str) -> Settings:
 
 def tree_rss_kb(pid: int) -> int:
     """Resident memory of a process and its direct children (a Celery worker and its pool), in kB."""
-    pids = [pid]
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        # The command name may hold spaces and parentheses; the fields after the last ")" do not.
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            pids.append(int(entry.name))
-    total = 0
-    for one in pids:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{one}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total
+    return sum(procfs.rss_bytes(one) for one in [pid, *procfs.children(pid)]) // 1024
 
 
 class LocalSandboxClient(SandboxClient):
