@@ -61,7 +61,7 @@ from devkit.sandbox import SandboxConfig
 from shared import keys
 from shared.settings import Settings
 
-SECTIONS = ("receiver", "drain", "sustained", "batching", "memory")
+SECTIONS = ("receiver", "drain", "sustained", "batching", "memory", "scrape")
 TOKEN = "bench-token-0123456789abcdef"  # noqa: S105 - the private receiver's only token
 SANDBOX = SandboxConfig()
 VAR = ROOT / "var" / "bench"
@@ -1312,6 +1312,7 @@ def rows_for(results: dict[str, Any]) -> list[Row]:
         ("drain", "drain", _drain_rows),
         ("e2e", "sustained", lambda e, out: _e2e_rows(e, out, "batching" in results["plan"]["sections"])),
         ("memory", "memory", _memory_rows),
+        ("scrape", "scrape", _scrape_rows),
     ]
     for key, label, build in builders:
         if key not in s:
@@ -1409,6 +1410,36 @@ def _e2e_rows(e: dict[str, Any], rows: list[Row], batching: bool) -> None:
         ok = tl["p99_s"] <= limit and tl["undelivered"] == 0
         value = f"{tl['p50_s']:.2f} · {tl['p99_s']:.2f} s"
         rows.append(Row("batching", "trickle (1/s) latency p50 · p99", value, f"p99 <= {limit:.2f} s", ok))
+
+
+def section_scrape(bench: Bench, letters: int = 100_000, scrapes: int = 20) -> dict[str, Any]:
+    """What one /metrics scrape costs with no dead letters and with ``letters`` of them."""
+    from shared import deadletter, metrics  # noqa: PLC0415 - the bench's other sections need neither
+
+    def per_scrape_ms() -> float:
+        started = time.perf_counter()
+        for _ in range(scrapes):
+            metrics.render(bench.redis)
+        return round((time.perf_counter() - started) / scrapes * 1000, 2)
+
+    bench.fresh()
+    empty_ms = per_scrape_ms()
+    body = json.dumps(sample_push())
+    for start in range(0, letters, 5000):
+        with bench.redis.pipeline(transaction=False) as pipe:
+            for _ in range(start, min(letters, start + 5000)):
+                pipe.xadd(keys.DEADLETTER, {"reason": "invalid_payload", "detail": "{}", "push": body})
+            pipe.execute()
+    deadletter.reconcile_counts(bench.redis)  # as housekeeping does for letters it did not count
+    full_ms = per_scrape_ms()
+    print(f"  scrape: {empty_ms:.2f} ms with no dead letters, {full_ms:.2f} ms with {letters:,}", flush=True)
+    return {"letters": letters, "empty_ms": empty_ms, "full_ms": full_ms}
+
+
+def _scrape_rows(m: dict[str, Any], rows: list[Row]) -> None:
+    value = f"{m['empty_ms']:.2f} ms / {m['full_ms']:.2f} ms"
+    ok = m["full_ms"] <= 2 * m["empty_ms"] + 1
+    rows.append(Row("scrape", f"/metrics, 0 / {m['letters']:,} dead letters", value, "about equal", ok))
 
 
 def _memory_rows(m: dict[str, Any], rows: list[Row]) -> None:
@@ -1612,6 +1643,8 @@ def run(plan: Plan, tracker: Tracker) -> dict[str, Any]:
         steps.append(("e2e", lambda: section_end_to_end(bench, trickle="batching" in plan.sections)))
     if "memory" in plan.sections:
         steps.append(("memory", lambda: section_memory(bench)))
+    if "scrape" in plan.sections:
+        steps.append(("scrape", lambda: section_scrape(bench)))
     for name, step in steps:
         load = loadavg()
         print(f"[{name}] load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)

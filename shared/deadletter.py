@@ -79,3 +79,35 @@ def read_all(client: redis.Redis, count: int | None = None) -> list[DeadLetter]:
     """Dead letters, oldest first."""
     entries = cast(list[tuple[str, dict[str, str]]], client.xrange(keys.DEADLETTER, count=count))
     return [DeadLetter.from_entry(entry_id, fields) for entry_id, fields in entries]
+
+
+def reconcile_counts(client: redis.Redis, chunk: int = 1000) -> bool:
+    """Recount the letters by reason when the kept counts disagree with the stream; True if it did.
+
+    The scripts keep the counts exact; this catches a hash lost or never made (a Redis restored
+    from an older backup, letters written before the counts existed). XLEN is O(1), so the check
+    is cheap; a recount reads the letters in chunks and is repeated by the next check if letters
+    came or went meanwhile.
+    """
+    counts = cast(dict[str, str], client.hgetall(keys.DEADLETTER_COUNTS))
+    if sum(int(n) for n in counts.values()) == int(client.xlen(keys.DEADLETTER)) and all(
+        int(n) >= 0 for n in counts.values()
+    ):
+        return False
+    tally: dict[str, int] = {}
+    start = "-"
+    while True:
+        entries = cast(
+            list[tuple[str, dict[str, str]]], client.xrange(keys.DEADLETTER, min=start, count=chunk)
+        )
+        for _, fields in entries:
+            tally[fields.get("reason", "")] = tally.get(fields.get("reason", ""), 0) + 1
+        if len(entries) < chunk:
+            break
+        start = f"({entries[-1][0]}"
+    with client.pipeline(transaction=True) as pipe:
+        pipe.delete(keys.DEADLETTER_COUNTS)
+        if tally:
+            pipe.hset(keys.DEADLETTER_COUNTS, mapping={reason: str(n) for reason, n in tally.items()})
+        pipe.execute()
+    return True

@@ -15,6 +15,9 @@ OUTBOX_GROUP = "deliver"
 #: Stream of dead letters: what could not be delivered, with the reason.
 DEADLETTER = f"{PREFIX}:deadletter"
 
+#: Hash of reason -> dead letters kept, changed by the same scripts that add and remove letters.
+DEADLETTER_COUNTS = f"{PREFIX}:deadletter:counts"
+
 #: Cached AEP access token (JSON) and the lock that lets one process mint it.
 TOKEN = f"{PREFIX}:aep:token"
 TOKEN_LOCK = f"{PREFIX}:aep:token:lock"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from typing import Any, cast
 
 import redis
@@ -58,9 +57,9 @@ def _stream(client: redis.Redis, stream: str, group: str, now_ms: int) -> dict[s
 def collect(client: redis.Redis) -> dict[str, Any]:
     """Everything ``rainbridge status`` shows, as plain data (no secrets)."""
     now_ms = int(time.time() * 1000)
-    reasons: Counter[str] = Counter()
-    for _, fields in cast(Entries, client.xrange(keys.DEADLETTER)):
-        reasons[fields.get("reason", "")] += 1
+    # Kept by the scripts that add and remove letters: a scrape never reads the letters themselves.
+    counts = cast(dict[str, str], client.hgetall(keys.DEADLETTER_COUNTS))
+    reasons = {reason: int(n) for reason, n in counts.items() if int(n) > 0}
     pause_until = client.get(keys.PAUSE)
     token_raw = client.get(keys.TOKEN)
     token: dict[str, Any] | None = None

@@ -18,7 +18,7 @@ from shared import deadletter, keys
 from shared.settings import Settings
 from worker import scripts
 
-_HANDOFF = scripts.load("handoff")
+_HANDOFF = scripts.load("deadletters", "handoff")
 
 
 @dataclass(frozen=True)
@@ -88,5 +88,7 @@ class Handoff:
             else:
                 args += ["d", item.entry_id, "", "0", item.transmission_id, item.event_type, item.received_ms]
                 args += [item.push, item.detail, item.reason, 0]
-        sent, repeats, dead = self._script(keys=[keys.INBOX, keys.OUTBOX, keys.DEADLETTER], args=args)
+        sent, repeats, dead = self._script(
+            keys=[keys.INBOX, keys.OUTBOX, keys.DEADLETTER, keys.DEADLETTER_COUNTS], args=args
+        )
         return HandoffResult(int(sent), int(repeats), int(dead))

@@ -31,7 +31,7 @@ from worker.batch import Batch, Batcher
 
 log = logging.getLogger(__name__)
 
-_SETTLE = scripts.load("settle")
+_SETTLE = scripts.load("deadletters", "settle")
 
 
 class DeliverSummary:
@@ -68,7 +68,7 @@ class Settler:
             args += [entry.id, reason, json.dumps(detail), f.get("push", ""), f.get("message", "")]
             args += [f.get("transmissionId", ""), f.get("eventType", ""), attempts.get(entry.id, 1)]
             args.append(f.get("receivedMs", "0"))
-        return int(self._script(keys=[keys.OUTBOX, keys.DEADLETTER], args=args))
+        return int(self._script(keys=[keys.OUTBOX, keys.DEADLETTER, keys.DEADLETTER_COUNTS], args=args))
 
 
 def run(

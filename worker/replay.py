@@ -39,7 +39,8 @@ PURGE_CHUNK = 1000
 # Atomic like MULTI/EXEC, and it also checks that the letter is still there: with a plain
 # transaction two operators replaying the same letter at once would both add it to the inbox.
 # XADD comes first so that an out-of-memory refusal leaves the letter untouched.
-_REPLAY = scripts.load("replay")
+_REPLAY = scripts.load("deadletters", "replay")
+_PURGE = scripts.load("deadletters", "purge")
 
 _Entries = list[tuple[str, dict[str, str]]]
 
@@ -156,7 +157,7 @@ def iter_replay(
                 time.sleep(next_at - now)
             next_at = max(now, next_at) + interval
         inbox_id = script(
-            keys=[keys.DEADLETTER, keys.INBOX],
+            keys=[keys.DEADLETTER, keys.INBOX, keys.DEADLETTER_COUNTS],
             args=[letter.id, letter.push, f"replay-{letter.id}", _received_ms(letter)],
         )
         if inbox_id is None:
@@ -186,9 +187,11 @@ def purge(client: redis.Redis, ids: Iterable[str]) -> int:
     """Delete the given dead letters; returns how many existed and were removed."""
     wanted = list(dict.fromkeys(ids))
     _check_ids(wanted)
+    script = client.register_script(_PURGE)
     removed = 0
     for start in range(0, len(wanted), PURGE_CHUNK):
-        removed += int(client.xdel(keys.DEADLETTER, *wanted[start : start + PURGE_CHUNK]))
+        chunk = wanted[start : start + PURGE_CHUNK]
+        removed += int(script(keys=[keys.DEADLETTER, keys.DEADLETTER_COUNTS], args=chunk))
     return removed
 
 

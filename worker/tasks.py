@@ -9,7 +9,7 @@ from typing import Any
 import redis
 import requests
 
-from shared import keys, metrics, redisconn
+from shared import deadletter, keys, metrics, redisconn
 from worker import aep, deliver, drains, ingest, streams
 from worker.app import BUDGET_SECONDS, app, settings
 from worker.ims import TokenCache
@@ -56,14 +56,15 @@ def ingest_inbox() -> dict[str, Any]:
 
 @app.task(name="rainbridge.housekeep")
 def housekeep() -> dict[str, Any]:
-    """Forget consumers of worker processes long gone, so the groups list only live ones."""
+    """Forget consumers of processes long gone; recount dead letters if their counts are off."""
     client, _, _ = _resources()
     removed = {
         stream: streams.forget_idle_consumers(client, stream, group, idle_ms=CONSUMER_IDLE_MS)
         for stream, group in ((keys.INBOX, keys.INBOX_GROUP), (keys.OUTBOX, keys.OUTBOX_GROUP))
     }
+    recounted = deadletter.reconcile_counts(client)
     drains.record_run(client, "housekeep")
-    return {"consumers_removed": removed}
+    return {"consumers_removed": removed, "deadletters_recounted": recounted}
 
 
 @app.task(name="rainbridge.deliver")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib import resources
 
 
-def load(name: str) -> str:
-    """The text of ``<name>.lua`` in this package."""
-    return resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+def load(*names: str) -> str:
+    """The text of ``<name>.lua`` for each name, in order (a shared prelude first)."""
+    folder = resources.files(__package__)
+    return "\n".join(folder.joinpath(f"{name}.lua").read_text(encoding="utf-8") for name in names)

@@ -1,7 +1,7 @@
 -- Ingest hand-off, all or nothing: claim each transmissionId, append to the outbox, dead-letter
--- the invalid, ack and delete the inbox entries. KEYS: inbox, outbox, deadletter.
+-- the invalid, ack and delete the inbox entries. KEYS: inbox, outbox, deadletter, its counts.
 -- ARGV: group, dedupe TTL, dead-letter MINID, then per entry the 11 fields Handoff.__call__ lists.
-local inbox, outbox, dlq = KEYS[1], KEYS[2], KEYS[3]
+local inbox, outbox, dlq, counts = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, ttl, minid = ARGV[1], ARGV[2], ARGV[3]
 local sent, repeats, dead, done = 0, 0, 0, {}
 for i = 4, #ARGV, 11 do
@@ -23,8 +23,8 @@ for i = 4, #ARGV, 11 do
         repeats = repeats + 1
       end
     else
-      redis.call('XADD', dlq, 'MINID', '~', minid, '*', 'reason', reason, 'detail', payload, 'push', push,
-                 'xdm', '', 'transmissionId', tid, 'eventType', et, 'attempts', attempts, 'receivedMs', rcv)
+      if dead == 0 then trim_expired(dlq, counts, minid) end
+      add_letter(dlq, counts, reason, payload, push, '', tid, et, attempts, rcv)
       dead = dead + 1
     end
   end

@@ -1,9 +1,9 @@
 -- Delivery settlement: ack what AEP accepted, dead-letter what it refused, delete both from the
--- outbox. KEYS: outbox, deadletter. ARGV: group, dead-letter MINID, number of acks, the ids to
--- ack, then per dead letter the 9 fields Settler.__call__ lists.
-local outbox, dlq = KEYS[1], KEYS[2]
+-- outbox. KEYS: outbox, deadletter, its counts. ARGV: group, dead-letter MINID, number of acks,
+-- the ids to ack, then per dead letter the 9 fields Settler.__call__ lists.
+local outbox, dlq, counts = KEYS[1], KEYS[2], KEYS[3]
 local group, minid, n_acks = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local done = {}
+local done, trimmed = {}, false
 for i = 4, 3 + n_acks do
   if redis.call('XACK', outbox, group, ARGV[i]) == 1 then done[#done + 1] = ARGV[i] end
 end
@@ -11,8 +11,8 @@ for i = 4 + n_acks, #ARGV, 9 do
   local id, reason, detail, push, xdm, tid, et, attempts, rcv = unpack(ARGV, i, i + 8)
   if redis.call('XACK', outbox, group, id) == 1 then
     done[#done + 1] = id
-    redis.call('XADD', dlq, 'MINID', '~', minid, '*', 'reason', reason, 'detail', detail, 'push', push,
-               'xdm', xdm, 'transmissionId', tid, 'eventType', et, 'attempts', attempts, 'receivedMs', rcv)
+    if not trimmed then trim_expired(dlq, counts, minid); trimmed = true end
+    add_letter(dlq, counts, reason, detail, push, xdm, tid, et, attempts, rcv)
   end
 end
 if #done > 0 then redis.call('XDEL', outbox, unpack(done)) end
