@@ -21,7 +21,7 @@ import pytest
 import redis
 import requests
 
-from devkit import samples
+from devkit import procfs, samples
 from devkit.procs import Process, free_port, gunicorn, wait_for
 from shared import keys
 from shared.settings import Settings
@@ -156,11 +156,18 @@ def test_200_hostile_connections_neither_stall_a_normal_client_nor_outstay_their
     port, proc = receiver
     kinds = ["headers_never_finished", "body_never_sent", "headers_dripped", "body_dripped", "idle"]
 
+    workers = procfs.children(proc.proc.pid)
+    rss_before = sum(procfs.rss_bytes(pid) for pid in workers)
+
     # Given 200 hostile connections, 40 of each kind, all open at once
     conns = [open_hostile(port, kind) for kind in kinds for _ in range(PER_KIND)]
     with Watcher(conns) as watcher:
         time.sleep(0.5)
         assert watcher.open_count() == len(conns)
+        # Each costs the receiver a greenlet and its buffers, not a process
+        per_connection = (sum(procfs.rss_bytes(pid) for pid in workers) - rss_before) / len(conns)
+        print(f"receiver memory per hostile connection: {per_connection / 1024:.1f} KiB")
+        assert per_connection < 256 * 1024
 
         # When a normal client pushes and asks for readiness, again and again while they are open
         pushes, slowest = 0, 0.0
