@@ -174,8 +174,16 @@ def test_a_taken_port_is_named_with_its_holder_and_nothing_is_left_running(make_
         # And it started nothing that is still running
         assert run.leftovers() == []
 
+    # When the port is free again, the next make run starts and stops as usual
+    again = make_run(sandbox=port)
+    again.wait_ready()
+    again.ctrl_c()
+    again.proc.wait(timeout=60)
+    again.assert_nothing_left()
+
 
 def test_a_sigkilled_make_run_takes_its_children_with_it_and_the_next_one_starts(make_run: Start) -> None:
+    """SIGKILL of the supervisor, then of `make` itself: nothing outlives either for long."""
     # Given a running make run
     run = make_run()
     run.wait_ready()
@@ -192,13 +200,21 @@ def test_a_sigkilled_make_run_takes_its_children_with_it_and_the_next_one_starts
     if left:
         print(f"still running 45 s after the supervisor's SIGKILL: {left}")
 
-    # ...or else the next make run stops what is left, then starts and stops as usual
+    # ...or else the next make run stops what is left, then starts as usual
     again = make_run()
     again.wait_ready()
     if left:
         assert "stopped what an earlier make run left running" in again.output, again.output
         survivors = {line.split(":", 1)[0] for line in left}
         assert not survivors & {line.split(":", 1)[0] for line in again.leftovers()}
-    again.ctrl_c()
-    again.proc.wait(timeout=60)
+
+    # When `make` itself is SIGKILLed, its supervisor stops everything it started
+    os.kill(again.proc.pid, signal.SIGKILL)
     again.assert_nothing_left()
+
+    # And the one after that starts and stops as usual
+    third = make_run()
+    third.wait_ready()
+    third.ctrl_c()
+    third.proc.wait(timeout=60)
+    third.assert_nothing_left()
