@@ -779,6 +779,23 @@ def _steady_rate(samples: list[tuple[float, int]]) -> float:
     return round((last[1] - first[1]) / (last[0] - first[0]), 1)
 
 
+def _drain_meter(bench: Bench, worker: Process) -> tuple[list[int], CpuMeter]:
+    """The worker's pool processes, and a started CPU meter over everything a drain uses."""
+    pool = children(worker.proc.pid)
+    meter = CpuMeter(
+        {
+            "worker main": [worker.proc.pid],
+            "worker pool": pool,
+            "redis-server": [bench.redis_pid],
+            "sandbox": [bench.sandbox_pid],
+            "bench (polling)": [os.getpid()],
+        }
+    )
+    bench.redis.config_resetstat()
+    meter.start()
+    return pool, meter
+
+
 def section_drain(bench: Bench) -> dict[str, Any]:
     """N queued pushes through the stream design, then through one Celery task per push."""
     n = bench.plan.drain_n
@@ -796,18 +813,7 @@ def section_drain(bench: Bench) -> dict[str, Any]:
         worker = celery_worker(env, bench.log("drain-worker.log"), name="drain")
         bench.tracker.add("drain worker", worker.stop)
         wait_ready(worker, "drain worker")
-        pool = children(worker.proc.pid)
-        meter = CpuMeter(
-            {
-                "worker main": [worker.proc.pid],
-                "worker pool": pool,
-                "redis-server": [bench.redis_pid],
-                "sandbox": [bench.sandbox_pid],
-                "bench (polling)": [os.getpid()],
-            }
-        )
-        bench.redis.config_resetstat()
-        meter.start()
+        pool, meter = _drain_meter(bench, worker)
         bench.profiler.attach("drain-pool", pool)
         bench.profiler.attach("drain-main", [worker.proc.pid])
         bench.profiler.attach("drain-sandbox", [bench.sandbox_pid])
@@ -854,18 +860,7 @@ def _drain_naive(bench: Bench, env: dict[str, str], n: int) -> dict[str, Any]:
         worker = naive_worker(env, bench.log("naive-worker.log"))
         bench.tracker.add("naive worker", worker.stop)
         wait_ready(worker, "one-task-per-push worker")
-        pool = children(worker.proc.pid)
-        meter = CpuMeter(
-            {
-                "worker main": [worker.proc.pid],
-                "worker pool": pool,
-                "redis-server": [bench.redis_pid],
-                "sandbox": [bench.sandbox_pid],
-                "bench (polling)": [os.getpid()],
-            }
-        )
-        bench.redis.config_resetstat()
-        meter.start()
+        pool, meter = _drain_meter(bench, worker)
         bench.profiler.attach("naive-pool", pool)
         bench.profiler.attach("naive-main", [worker.proc.pid])
         samples, ok = _drain_until(bench, n, timeout=60 + n / 100)

@@ -28,7 +28,7 @@ from celery import Celery
 from celery.signals import after_setup_logger, worker_init, worker_process_init
 
 from shared import keys, redisconn
-from shared.settings import ConfigError, load_or_exit
+from shared.settings import load_or_exit, require_or_exit
 from worker.aep import AepClient
 from worker.errors import Permanent
 from worker.ims import TokenCache
@@ -63,11 +63,7 @@ _process: dict[str, Any] = {}
 @worker_init.connect
 def _check_settings(**_: Any) -> None:
     """Stop a worker at start when what it needs is missing, as the real worker does."""
-    try:
-        settings.require("worker")
-    except ConfigError as exc:
-        print(f"rainbridge: configuration error: {exc}", flush=True)
-        raise SystemExit(2) from None
+    require_or_exit(settings, "worker")
 
 
 @worker_process_init.connect

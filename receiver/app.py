@@ -16,7 +16,7 @@ from receiver.errors import ReceiverError
 from receiver.state import ReceiverState
 from shared import errors_reporting, redisconn
 from shared.logs import configure_logging
-from shared.settings import ConfigError, Settings
+from shared.settings import Settings, load_or_exit
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +24,8 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None, redis_client: redis.Redis | None = None) -> Flask:
     """Build the receiver; without ``settings`` they are read from the environment (or exit)."""
     if settings is None:
-        try:
-            settings = Settings.from_env()
-            settings.require("receiver")
-        except ConfigError as exc:
-            print(f"rainbridge: configuration error: {exc}", file=sys.stderr, flush=True)
-            # Exit code 3 is gunicorn's "worker failed to boot": it stops instead of respawning.
-            raise SystemExit(3) from None
+        # Exit code 3 is gunicorn's "worker failed to boot": it stops instead of respawning.
+        settings = load_or_exit("receiver", exit_code=3)
         configure_logging(settings)
     _warn_if_served_by_a_blocking_worker()
     errors_reporting.init(settings, "receiver")

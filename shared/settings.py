@@ -7,8 +7,11 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, TypeVar
 from urllib.parse import urlsplit
+
+#: A setting parsed as a number (int or float).
+_N = TypeVar("_N", int, float)
 
 PayloadMode = Literal["xdm", "raw"]
 IdentityNamespace = Literal["Email", "Email_LC_SHA256"]
@@ -181,30 +184,25 @@ def _text(name: str, raw: str) -> str:
     return raw
 
 
-def _int_in(low: int, high: int) -> Callable[[str, str], int]:
-    def parse(name: str, raw: str) -> int:
+def _number_in(convert: Callable[[str], _N], what: str, low: _N, high: _N) -> Callable[[str, str], _N]:
+    def parse(name: str, raw: str) -> _N:
         try:
-            value = int(raw.replace("_", ""))
+            value = convert(raw)  # int() and float() both take 1_000
         except ValueError:
-            _fail(name, f"must be an integer, got {raw!r}")
+            _fail(name, f"must be {what}, got {raw!r}")
         if not low <= value <= high:
             _fail(name, f"must be between {low} and {high}, got {value}")
         return value
 
     return parse
+
+
+def _int_in(low: int, high: int) -> Callable[[str, str], int]:
+    return _number_in(int, "an integer", low, high)
 
 
 def _float_in(low: float, high: float) -> Callable[[str, str], float]:
-    def parse(name: str, raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            _fail(name, f"must be a number, got {raw!r}")
-        if not low <= value <= high:
-            _fail(name, f"must be between {low} and {high}, got {value}")
-        return value
-
-    return parse
+    return _number_in(float, "a number", low, high)
 
 
 def _choice(*options: str) -> Callable[[str, str], str]:
@@ -309,13 +307,28 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
 }
 
 
-def load_or_exit(role: Role | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Settings from the environment; on a bad value print one line naming it and exit 2."""
+def load_or_exit(
+    role: Role | None = None, environ: Mapping[str, str] | None = None, *, exit_code: int = 2
+) -> Settings:
+    """Settings from the environment; on a bad value print one line naming it and exit."""
     try:
         settings = Settings.from_env(environ)
-        if role is not None:
-            settings.require(role)
     except ConfigError as exc:
-        print(f"rainbridge: configuration error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_on_config_error(exc, exit_code)
+    if role is not None:
+        require_or_exit(settings, role, exit_code=exit_code)
     return settings
+
+
+def require_or_exit(settings: Settings, role: Role, *, exit_code: int = 2) -> None:
+    """Exit with one line naming the variable when ``settings`` lack what ``role`` needs."""
+    try:
+        settings.require(role)
+    except ConfigError as exc:
+        exit_on_config_error(exc, exit_code)
+
+
+def exit_on_config_error(exc: ConfigError, exit_code: int = 2) -> NoReturn:
+    """The one way a process reports a bad setting: one line on stderr, then exit."""
+    print(f"rainbridge: configuration error: {exc}", file=sys.stderr, flush=True)
+    raise SystemExit(exit_code) from None

@@ -22,7 +22,7 @@ from kombu.entity import Exchange, Queue
 
 from shared import errors_reporting, redisconn
 from shared.logs import configure_logging
-from shared.settings import ConfigError, load_or_exit
+from shared.settings import load_or_exit, require_or_exit
 from worker import celery_fixes, drains, flower_guard
 
 log = logging.getLogger(__name__)
@@ -85,11 +85,7 @@ _ticker: drains.Ticker | None = None
 @worker_init.connect
 def _check_worker_settings(sender: Any = None, **_: Any) -> None:
     """Stop a worker at start when what it needs is missing, before the pool forks."""
-    try:
-        settings.require("worker")
-    except ConfigError as exc:
-        print(f"rainbridge: configuration error: {exc}", flush=True)
-        raise SystemExit(2) from None
+    require_or_exit(settings, "worker")
     configure_logging(settings)
     errors_reporting.init(settings, "worker")  # before the pool forks: every child inherits it
     redisconn.warn_if_not_durable(redisconn.connect(settings))

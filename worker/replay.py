@@ -167,20 +167,15 @@ def iter_replay(
 
 
 def replay(
-    client: redis.Redis,
-    settings: Settings,
-    letters: Iterable[DeadLetter],
-    *,
-    dry_run: bool,
-    rate: float | None,
-    force: bool = False,
+    client: redis.Redis, settings: Settings, letters: Iterable[DeadLetter], **options: Any
 ) -> list[ReplayResult]:
     """Put each letter's original push back into the inbox and remove the letter, atomically.
 
     A push that would still fail is left in place (``still_invalid``) unless ``force``; ``dry_run``
-    only checks and changes nothing; ``rate`` caps replays per second.
+    only checks and changes nothing; ``rate`` caps replays per second (the options of
+    :func:`iter_replay`, which yields the same results one by one).
     """
-    return list(iter_replay(client, settings, letters, dry_run=dry_run, rate=rate, force=force))
+    return list(iter_replay(client, settings, letters, **options))
 
 
 def purge(client: redis.Redis, ids: Iterable[str]) -> int:

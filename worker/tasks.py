@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import redis
 import requests
+from celery import Task
 
 from shared import deadletter, keys, metrics, redisconn
 from worker import aep, deliver, drains, ingest, streams
@@ -40,17 +42,25 @@ def _resources() -> tuple[redis.Redis, aep.AepClient, str]:
 SKIPPED = {"skipped": "this stage already runs in all the processes it may use here"}
 
 
+def _drain(stage: str, run: Callable[[], Any], again: Task[[], Any]) -> Any:
+    """Run one drain of ``stage`` if it may have a process here; queue the next while busy."""
+    with drains.SLOTS.hold(stage) as held:
+        if not held:
+            return None
+        summary = run()
+        drains.record_run(_resources()[0], stage)
+    if summary.busy:
+        again.apply_async(expires=2 * BUDGET_SECONDS)  # a backlog: keep this drain going
+    return summary
+
+
 @app.task(name="rainbridge.ingest")
 def ingest_inbox() -> dict[str, Any]:
     """Validate, transform and dedupe pushes from the inbox into the outbox."""
-    with drains.SLOTS.hold("ingest") as held:
-        if not held:
-            return SKIPPED
-        client, _, consumer = _resources()
-        summary = ingest.drain(client, settings, consumer, BUDGET_SECONDS)
-        drains.record_run(client, "ingest")
-    if summary.busy:
-        ingest_inbox.apply_async(expires=2 * BUDGET_SECONDS)  # a backlog: keep this drain going
+    client, _, consumer = _resources()
+    summary = _drain("ingest", lambda: ingest.drain(client, settings, consumer, BUDGET_SECONDS), ingest_inbox)
+    if summary is None:
+        return SKIPPED
     return {"read": summary.read, "sent": summary.sent, "repeats": summary.repeats, "dead": summary.dead}
 
 
@@ -70,14 +80,12 @@ def housekeep() -> dict[str, Any]:
 @app.task(name="rainbridge.deliver")
 def deliver_outbox() -> dict[str, Any]:
     """Send batches from the outbox to AEP."""
-    with drains.SLOTS.hold("deliver") as held:
-        if not held:
-            return SKIPPED
-        client, aep, consumer = _resources()
-        summary = deliver.run(client, settings, consumer, aep, BUDGET_SECONDS)
-        drains.record_run(client, "deliver")
-    if summary.busy:
-        deliver_outbox.apply_async(expires=2 * BUDGET_SECONDS)
+    client, aep, consumer = _resources()
+    summary = _drain(
+        "deliver", lambda: deliver.run(client, settings, consumer, aep, BUDGET_SECONDS), deliver_outbox
+    )
+    if summary is None:
+        return SKIPPED
     return {
         "requests": summary.requests,
         "accepted": summary.accepted,
