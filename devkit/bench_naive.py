@@ -19,19 +19,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from typing import Any
 
-import redis
-import requests
 from celery import Celery
 from celery.signals import after_setup_logger, worker_init, worker_process_init
 
-from shared import keys, redisconn
+from shared import keys
 from shared.settings import load_or_exit, require_or_exit
-from worker.aep import AepClient
 from worker.errors import Permanent
-from worker.ims import TokenCache
+from worker.resources import PerProcess, Resources
 from worker.transform import check_size, encode, envelope, event_id, to_xdm
 from worker.validate import validate
 
@@ -57,7 +53,8 @@ app.conf.update(
     worker_hijack_root_logger=False,
 )
 
-_process: dict[str, Any] = {}
+
+_process = PerProcess(lambda: Resources.open(settings))
 
 
 @worker_init.connect
@@ -67,9 +64,9 @@ def _check_settings(**_: Any) -> None:
 
 
 @worker_process_init.connect
-def _forget_parent_resources(**_: Any) -> None:
+def _open_resources(**_: Any) -> None:
     """Connections made before the fork belong to the parent: each pool child opens its own."""
-    _process.clear()
+    _process.open()
 
 
 @after_setup_logger.connect
@@ -79,19 +76,10 @@ def _quiet_per_task_lines(**_: Any) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _resources() -> tuple[redis.Redis, AepClient]:
-    if _process.get("pid") != os.getpid():
-        client = redisconn.connect(settings)
-        session = requests.Session()
-        tokens = TokenCache(client, settings, session) if settings.aep_credentials else None
-        _process.update(pid=os.getpid(), redis=client, aep=AepClient(settings, tokens, session))
-    return _process["redis"], _process["aep"]
-
-
 @app.task(name=TASK_NAME)
 def deliver_one(push_json: str) -> str:
     """Validate, transform, dedupe and send one push to AEP; return what happened to it."""
-    client, aep = _resources()
+    client, aep = _process.get().redis, _process.get().aep
     try:
         push = validate(json.loads(push_json))
         event = to_xdm(push, settings)

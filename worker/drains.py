@@ -8,7 +8,7 @@ long as any worker of a stage is alive, and a worker that dies takes nothing wit
 
 A drain that finds a backlog queues its own successor (see :mod:`worker.tasks`), so busy stages
 run back to back; the tick only restarts a stage that went idle. Within one worker that consumes
-both queues, :func:`slot` keeps one process free for the other stage: otherwise two ingest runs
+both queues, :class:`Slots` keeps one process free for the other stage: otherwise two ingest runs
 could hold both processes while delivery waits, which is what made delivery latency spike.
 """
 
@@ -162,7 +162,3 @@ class Slots:
         """Delete the lock files (the worker is shutting down)."""
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
-
-
-#: This worker's slots, set in its main process before the pool forks (children inherit them).
-SLOTS = Slots({})
