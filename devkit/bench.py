@@ -59,6 +59,7 @@ from devkit.procs import BIN, ROOT, Process, RedisServer, celery_worker, free_po
 from devkit.samples import push as sample_push
 from devkit.sandbox import SandboxConfig
 from shared import keys
+from shared.records import InboxRecord, LetterRecord
 from shared.settings import Settings
 
 SECTIONS = ("receiver", "drain", "sustained", "batching", "memory", "scrape")
@@ -377,7 +378,7 @@ class Bench:
                 for i in range(start, min(n, start + FILL_CHUNK)):
                     body = encode_push(sample_push(f"{self.run_id}-{tag}-{i:09d}"))
                     total += len(body.encode())
-                    pipe.xadd(keys.INBOX, {"push": body, "receipt": "bench"})
+                    pipe.xadd(keys.INBOX, InboxRecord(body, "bench").fields())
                 pipe.execute()
         return total / max(n, 1)
 
@@ -1420,10 +1421,11 @@ def section_scrape(bench: Bench, letters: int = 100_000, scrapes: int = 20) -> d
     bench.fresh()
     empty_ms = per_scrape_ms()
     body = json.dumps(sample_push())
+    letter = LetterRecord("invalid_payload", "{}", body, "", "", "", 0, 0).fields()
     for start in range(0, letters, 5000):
         with bench.redis.pipeline(transaction=False) as pipe:
             for _ in range(start, min(letters, start + 5000)):
-                pipe.xadd(keys.DEADLETTER, {"reason": "invalid_payload", "detail": "{}", "push": body})
+                pipe.xadd(keys.DEADLETTER, letter)
             pipe.execute()
     deadletter.reconcile_counts(bench.redis)  # as housekeeping does for letters it did not count
     full_ms = per_scrape_ms()

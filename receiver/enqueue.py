@@ -14,6 +14,7 @@ from redis.connection import Connection
 from receiver.body import check_content_type, content_coding, gunzip, parse_json, read_body
 from receiver.errors import queue_unavailable
 from shared import keys, metrics
+from shared.records import InboxRecord
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class Inbox:
             else:
                 with self._client.pipeline(transaction=True) as pipe:
                     for push in pushes:
-                        pipe.xadd(keys.INBOX, {"push": push, "receipt": receipt})
+                        pipe.xadd(keys.INBOX, InboxRecord(push, receipt).fields())
                     ids = [str(entry_id) for entry_id in pipe.execute()]
         except redis.RedisError as exc:
             # Connection refused, timeout, or OOM under noeviction: nothing was stored.
@@ -85,7 +86,7 @@ class Inbox:
     def _send_xadd(self, connection: Connection, push: str, receipt: str) -> str:
         for attempt in (1, 2):
             try:
-                connection.send_command("XADD", keys.INBOX, "*", "push", push, "receipt", receipt)  # type: ignore[no-untyped-call]
+                connection.send_command("XADD", keys.INBOX, "*", *InboxRecord(push, receipt).flat())  # type: ignore[no-untyped-call]
                 return str(connection.read_response())
             except redis.ConnectionError:
                 connection.disconnect()  # type: ignore[no-untyped-call]

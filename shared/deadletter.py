@@ -11,6 +11,7 @@ from typing import Any, cast
 import redis
 
 from shared import keys
+from shared.records import LetterRecord
 from shared.settings import Settings
 
 
@@ -22,11 +23,6 @@ class Reason(StrEnum):
     AEP_REJECTED = "aep_rejected"
     DELIVERY_EXHAUSTED = "delivery_exhausted"
     INTERNAL_ERROR = "internal_error"
-
-
-#: Field order of a dead-letter stream entry; every writer (Lua included) uses this order so
-#: the stream keeps one field list for all entries (Redis then stores field names once).
-FIELDS = ("reason", "detail", "push", "xdm", "transmissionId", "eventType", "attempts", "receivedMs")
 
 
 @dataclass(frozen=True)
@@ -50,22 +46,22 @@ class DeadLetter:
 
     @classmethod
     def from_entry(cls, entry_id: str, fields: dict[str, str]) -> DeadLetter:
-        """Parse a stream entry."""
-        detail_raw = fields.get("detail", "")
+        """Parse a stream entry (its fields are a :class:`~shared.records.LetterRecord`)."""
+        record = LetterRecord.parse(fields)
         try:
-            detail: Any = json.loads(detail_raw)
+            detail: Any = json.loads(record.detail)
         except ValueError:
-            detail = detail_raw
+            detail = record.detail
         return cls(
             id=entry_id,
-            reason=fields.get("reason", ""),
+            reason=record.reason,
             detail=detail,
-            push=fields.get("push", ""),
-            xdm=fields.get("xdm", ""),
-            transmission_id=fields.get("transmissionId", ""),
-            event_type=fields.get("eventType", ""),
-            attempts=int(fields.get("attempts") or 0),
-            received_ms=int(fields.get("receivedMs") or 0),
+            push=record.push,
+            xdm=record.xdm,
+            transmission_id=record.transmission_id,
+            event_type=record.event_type,
+            attempts=record.attempts,
+            received_ms=record.received_ms,
         )
 
 

@@ -128,25 +128,26 @@ def prepare(push: Any, settings: Settings) -> tuple[str, Ready | Rejected]:
 def assert_sound(push_json: str, result: Ready | Rejected, settings: Settings) -> None:
     """A Ready AEP will take, or a Rejected with a sender's reason; storable in Redis either way."""
     assert result.entry_id == "1-0"
-    assert result.push == push_json  # the original is kept as it came, for replay
-    for value in dataclasses.asdict(result).values():
-        if isinstance(value, str):
-            value.encode("utf-8")  # Redis takes it
+    record = result.record if isinstance(result, Ready) else result.letter
+    assert record.push == push_json  # the original is kept as it came, for replay
+    for value in (result.entry_id, *record.values()):
+        value.encode("utf-8")  # Redis takes it
     if isinstance(result, Rejected):
         assert result.reason in SENDER_REASONS, result.detail
         assert result.detail
         assert json.loads(result.detail)
         return
-    assert result.transmission_id and result.event_type
+    sent = result.record
+    assert sent.transmission_id and sent.event_type
     if settings.aep_payload_mode == "raw":
-        assert result.message == push_json
+        assert sent.message == push_json
         return
-    message = json.loads(result.message)
+    message = json.loads(sent.message)
     assert message["header"]["datasetId"] == settings.aep_dataset_id
     event = message["body"]["xdmEntity"]
-    assert event["_id"] == hashlib.sha256(result.transmission_id.encode()).hexdigest()
+    assert event["_id"] == hashlib.sha256(sent.transmission_id.encode()).hexdigest()
     assert XDM_TIME.fullmatch(event["timestamp"])
-    assert event["eventType"] == result.event_type
+    assert event["eventType"] == sent.event_type
     ((namespace, (identity,)),) = event["identityMap"].items()
     assert namespace == settings.identity_namespace
     assert identity["primary"] is True and identity["id"]
@@ -200,7 +201,7 @@ def test_unknown_fields_of_any_shape_do_not_change_the_event(extra: Any, name: s
     push_json, result = prepare({**push, name: extra}, XDM)
     assert_sound(push_json, result, XDM)
     assert isinstance(plain, Ready) and isinstance(result, Ready)
-    assert json.loads(result.message) == json.loads(plain.message)
+    assert json.loads(result.record.message) == json.loads(plain.record.message)
 
 
 def test_a_one_megabyte_lead_note_is_dead_lettered_as_invalid_without_being_echoed() -> None:

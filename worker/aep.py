@@ -16,6 +16,7 @@ from typing import Any
 import requests
 
 from shared import metrics
+from shared.records import OutboxRecord
 from shared.settings import Settings
 from worker import pause, streams
 from worker.errors import AepMisconfigured, AepUnavailable
@@ -103,7 +104,7 @@ class AepClient:
 def send(aep: AepClient, settings: Settings, entries: list[streams.Entry]) -> Outcome:
     """Send ``entries`` (one request, or more when AEP makes us split) and sort them by AEP's answer."""
     raw = settings.sends_raw
-    messages = [entry.fields.get("message", "") for entry in entries]
+    messages = [OutboxRecord.parse(entry.fields, entry.ms).message for entry in entries]
     url = settings.aep_single_url if raw else settings.aep_batch_url
     body = messages[0] if raw else '{"messages":[' + ",".join(messages) + "]}"
     metrics.inc(metrics.BATCHES)

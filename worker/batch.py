@@ -11,6 +11,7 @@ import time
 import redis
 
 from shared import keys
+from shared.records import OutboxRecord
 from shared.settings import Settings
 from worker import streams
 
@@ -34,7 +35,7 @@ class Batch:
 
     def add(self, entry: streams.Entry) -> bool:
         """Take ``entry`` if it fits; once one does not, the batch is full."""
-        entry_size = len(entry.fields.get("message", "").encode()) + 1  # and its comma
+        entry_size = len(OutboxRecord.parse(entry.fields, entry.ms).message.encode()) + 1  # and its comma
         # A batch always takes its first entry, so an oversized message still gets sent (and refused).
         fits = not self.entries or self.size + entry_size <= self._max_bytes
         if self.full or not fits:
@@ -114,7 +115,7 @@ class Batcher:
         keep = []
         for entry in stale:
             batch.attempts[entry.id] = counts[entry.id]
-            received_ms = int(entry.fields.get("receivedMs") or entry.ms)
+            received_ms = OutboxRecord.parse(entry.fields, entry.ms).received_ms
             if counts[entry.id] > s.delivery_max_attempts or received_ms < oldest_allowed_ms:
                 batch.exhausted.append(entry)
             else:

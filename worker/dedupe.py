@@ -15,10 +15,11 @@ from dataclasses import dataclass
 import redis
 
 from shared import deadletter, keys
+from shared.records import LetterRecord, OutboxRecord, script_header
 from shared.settings import Settings
 from worker import scripts
 
-_HANDOFF = scripts.load("deadletters", "handoff")
+_HANDOFF = scripts.load("records", "deadletters", "handoff")
 
 
 @dataclass(frozen=True)
@@ -28,11 +29,7 @@ class Ready:
     entry_id: str
     seen_key: str
     replay: bool
-    transmission_id: str
-    event_type: str
-    received_ms: int
-    push: str
-    message: str
+    record: OutboxRecord
 
 
 @dataclass(frozen=True)
@@ -40,12 +37,17 @@ class Rejected:
     """An inbox entry that cannot become an AEP message: it goes to the dead-letter stream."""
 
     entry_id: str
-    reason: deadletter.Reason
-    detail: str
-    transmission_id: str
-    event_type: str
-    received_ms: int
-    push: str
+    letter: LetterRecord
+
+    @property
+    def reason(self) -> deadletter.Reason:
+        """Why it cannot be sent."""
+        return deadletter.Reason(self.letter.reason)
+
+    @property
+    def detail(self) -> str:
+        """What is wrong, as JSON text."""
+        return self.letter.detail
 
 
 @dataclass(frozen=True)
@@ -72,22 +74,14 @@ class Handoff:
             keys.INBOX_GROUP,
             self._settings.dedupe_ttl_seconds,
             deadletter.retention_minid(self._settings),
+            *script_header(OutboxRecord.FIELDS),
+            *script_header(LetterRecord.FIELDS),
         ]
         for item in items:
             if isinstance(item, Ready):
-                args += ["o", item.entry_id, item.seen_key, "1" if item.replay else "0"]
-                args += [
-                    item.transmission_id,
-                    item.event_type,
-                    item.received_ms,
-                    item.push,
-                    item.message,
-                    "",
-                    0,
-                ]
+                args += ["o", item.entry_id, item.seen_key, "1" if item.replay else "", *item.record.values()]
             else:
-                args += ["d", item.entry_id, "", "0", item.transmission_id, item.event_type, item.received_ms]
-                args += [item.push, item.detail, item.reason, 0]
+                args += ["d", item.entry_id, "", "", *item.letter.values()]
         sent, repeats, dead = self._script(
             keys=[keys.INBOX, keys.OUTBOX, keys.DEADLETTER, keys.DEADLETTER_COUNTS], args=args
         )

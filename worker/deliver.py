@@ -24,6 +24,7 @@ from collections.abc import Callable
 import redis
 
 from shared import deadletter, keys, metrics
+from shared.records import LetterRecord, OutboxRecord, script_header
 from shared.settings import Settings
 from worker import pause, scripts, streams
 from worker.aep import AepClient, Outcome, send
@@ -31,7 +32,7 @@ from worker.batch import Batch, Batcher
 
 log = logging.getLogger(__name__)
 
-_SETTLE = scripts.load("deadletters", "settle")
+_SETTLE = scripts.load("records", "deadletters", "settle")
 
 
 class DeliverSummary:
@@ -63,11 +64,20 @@ class Settler:
             return 0
         args: list[str | int] = [keys.OUTBOX_GROUP, deadletter.retention_minid(self._settings), len(accepted)]
         args += [entry.id for entry in accepted]
+        args += script_header(LetterRecord.FIELDS)
         for entry, reason, detail in dead:
-            f = entry.fields
-            args += [entry.id, reason, json.dumps(detail), f.get("push", ""), f.get("message", "")]
-            args += [f.get("transmissionId", ""), f.get("eventType", ""), attempts.get(entry.id, 1)]
-            args.append(f.get("receivedMs", "0"))
+            sent = OutboxRecord.parse(entry.fields, entry.ms)
+            letter = LetterRecord(
+                reason=reason,
+                detail=json.dumps(detail),
+                push=sent.push,
+                xdm=sent.message,
+                transmission_id=sent.transmission_id,
+                event_type=sent.event_type,
+                attempts=attempts.get(entry.id, 1),
+                received_ms=sent.received_ms,
+            )
+            args += [entry.id, *letter.values()]
         return int(self._script(keys=[keys.OUTBOX, keys.DEADLETTER, keys.DEADLETTER_COUNTS], args=args))
 
 
@@ -139,12 +149,12 @@ def _settle_exhausted(settle: Settler, batch: Batch, summary: DeliverSummary) ->
     dead = []
     for entry in batch.exhausted:
         attempts = batch.attempts.get(entry.id, 1) - 1  # this claim was not an attempt
-        received = int(entry.fields.get("receivedMs") or entry.ms)
+        received = OutboxRecord.parse(entry.fields, entry.ms).received_ms
         age_s = (pause.now_ms() - received) / 1000
         detail = f"not delivered after {attempts} attempt(s) over {age_s:.0f} s"
         dead.append((entry, deadletter.Reason.DELIVERY_EXHAUSTED, detail))
         batch.attempts[entry.id] = attempts
-        tid = entry.fields.get("transmissionId")
+        tid = OutboxRecord.parse(entry.fields, entry.ms).transmission_id
         log.warning("%s dead-lettered (delivery_exhausted): %s", tid, detail, extra={"transmissionId": tid})
     settle([], dead, batch.attempts)
     summary.exhausted += len(dead)
@@ -164,7 +174,7 @@ def _settle_outcome(
     dead = [(entry, deadletter.Reason.AEP_REJECTED, detail) for entry, detail in outcome.rejected]
     settle(outcome.accepted, dead, batch.attempts)
     for entry, detail in outcome.rejected:
-        tid = entry.fields.get("transmissionId")
+        tid = OutboxRecord.parse(entry.fields, entry.ms).transmission_id
         log.warning("%s dead-lettered (aep_rejected): %s", tid, detail, extra={"transmissionId": tid})
     summary.requests += outcome.requests
     summary.accepted += len(outcome.accepted)

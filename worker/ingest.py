@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from shared import keys, metrics
+from shared.records import InboxRecord, LetterRecord, OutboxRecord
 from shared.settings import Settings
 from worker import streams
 from worker.dedupe import Handoff, Ready, Rejected
@@ -41,10 +42,10 @@ class IngestSummary:
 
 def prepare(entry: streams.Entry, settings: Settings) -> Ready | Rejected:
     """Validate and transform one inbox entry into an outbox message, or a dead letter."""
-    push_json = entry.fields.get("push", "")
+    record = InboxRecord.parse(entry.fields, entry.ms)
+    push_json = record.push
     # A replayed dead letter keeps the time it was first received.
-    received = entry.fields.get("receivedMs", "")
-    received_ms = int(received) if received.isdigit() else entry.ms
+    received_ms = record.received_ms if record.received_ms is not None else entry.ms
     try:
         raw: Any = json.loads(push_json)
     except (ValueError, RecursionError):
@@ -69,26 +70,30 @@ def prepare(entry: streams.Entry, settings: Settings) -> Ready | Rejected:
     return Ready(
         entry_id=entry.id,
         seen_key=seen_key,
-        replay=entry.fields.get("replay") == "1",
-        transmission_id=push.transmission_id,
-        event_type=push.event_type,
-        received_ms=received_ms,
-        push=push_json,
-        message=message,
+        replay=record.replay,
+        record=OutboxRecord(
+            message=message,
+            transmission_id=push.transmission_id,
+            event_type=push.event_type,
+            received_ms=received_ms,
+            push=push_json,
+        ),
     )
 
 
 def _rejected(entry: streams.Entry, received_ms: int, raw: Any, push_json: str, exc: Permanent) -> Rejected:
-    return Rejected(
-        entry_id=entry.id,
+    letter = LetterRecord(
         reason=exc.reason,
         # ASCII escapes keep any unpaired surrogate from the push storable in Redis.
         detail=json.dumps(exc.detail, default=str),
+        push=push_json,
+        xdm="",
         transmission_id=_best_effort(raw, "transmissionId"),
         event_type=_best_effort(raw, "eventType"),
+        attempts=0,
         received_ms=received_ms,
-        push=push_json,
     )
+    return Rejected(entry_id=entry.id, letter=letter)
 
 
 def _best_effort(raw: Any, name: str) -> str:
@@ -130,12 +135,13 @@ def drain(client: redis.Redis, settings: Settings, consumer: str, budget_s: floa
         for item in items:
             if isinstance(item, Rejected):
                 metrics.inc(metrics.DEADLETTERS, reason=item.reason)
+                tid = item.letter.transmission_id
                 log.warning(
                     "%s dead-lettered (%s): %s",
-                    item.transmission_id or item.entry_id,
+                    tid or item.entry_id,
                     item.reason,
                     item.detail,
-                    extra={"transmissionId": item.transmission_id},
+                    extra={"transmissionId": tid},
                 )
         summary.busy = len(entries) == READ_COUNT
         entries = []

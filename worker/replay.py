@@ -23,6 +23,7 @@ import redis
 
 from shared import keys
 from shared.deadletter import DeadLetter
+from shared.records import InboxRecord, script_header
 from shared.settings import Settings
 from worker import ingest, scripts, streams
 from worker.dedupe import Rejected
@@ -39,8 +40,8 @@ PURGE_CHUNK = 1000
 # Atomic like MULTI/EXEC, and it also checks that the letter is still there: with a plain
 # transaction two operators replaying the same letter at once would both add it to the inbox.
 # XADD comes first so that an out-of-memory refusal leaves the letter untouched.
-_REPLAY = scripts.load("deadletters", "replay")
-_PURGE = scripts.load("deadletters", "purge")
+_REPLAY = scripts.load("records", "deadletters", "replay")
+_PURGE = scripts.load("records", "deadletters", "purge")
 
 _Entries = list[tuple[str, dict[str, str]]]
 
@@ -121,8 +122,7 @@ def _scan(client: redis.Redis, since_ms: int | None) -> Iterator[DeadLetter]:
 
 def check(letter: DeadLetter, settings: Settings) -> Rejected | None:
     """How the ingest stage would handle the letter's push now: None if it passes, else why not."""
-    fields = {"push": letter.push, "receivedMs": str(_received_ms(letter))}
-    outcome = ingest.prepare(streams.Entry(letter.id, fields), settings)
+    outcome = ingest.prepare(streams.Entry(letter.id, _replayed(letter).fields()), settings)
     return outcome if isinstance(outcome, Rejected) else None
 
 
@@ -158,7 +158,7 @@ def iter_replay(
             next_at = max(now, next_at) + interval
         inbox_id = script(
             keys=[keys.DEADLETTER, keys.INBOX, keys.DEADLETTER_COUNTS],
-            args=[letter.id, letter.push, f"replay-{letter.id}", _received_ms(letter)],
+            args=[letter.id, *script_header(InboxRecord.FIELDS), *_replayed(letter).values()],
         )
         if inbox_id is None:
             yield ReplayResult(letter, "gone", failure, failure_detail)
@@ -210,9 +210,11 @@ def _id_key(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
-def _received_ms(letter: DeadLetter) -> int:
+def _replayed(letter: DeadLetter) -> InboxRecord:
+    """The inbox record that replays ``letter``: its push, marked replay, with its first receipt time."""
     # A letter without a receive time was received no later than it was dead-lettered.
-    return letter.received_ms or letter.deadlettered_ms
+    received_ms = letter.received_ms or letter.deadlettered_ms
+    return InboxRecord(letter.push, receipt=f"replay-{letter.id}", replay=True, received_ms=received_ms)
 
 
 def _parse_detail(raw: str) -> Any:

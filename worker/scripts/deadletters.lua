@@ -1,5 +1,5 @@
--- Shared by every script that adds or removes dead letters (loaded before it): the count of
--- letters per reason (a hash) changes in the same atomic step as the stream, so reading the
+-- Shared by every script that adds or removes dead letters (loaded after records.lua): the count
+-- of letters per reason (a hash) changes in the same atomic step as the stream, so reading the
 -- counts never means reading the letters.
 
 local function reason_of(fields)
@@ -18,11 +18,10 @@ local function trim_expired(dlq, counts, minid)
   end
 end
 
--- Field order: the same for every letter (shared/deadletter.FIELDS), so Redis stores the names once.
-local function add_letter(dlq, counts, reason, detail, push, xdm, tid, et, attempts, rcv)
-  redis.call('XADD', dlq, '*', 'reason', reason, 'detail', detail, 'push', push, 'xdm', xdm,
-             'transmissionId', tid, 'eventType', et, 'attempts', attempts, 'receivedMs', rcv)
-  redis.call('HINCRBY', counts, reason, 1)
+-- A letter whose values start at argv[i]; the reason is its first field (LetterRecord.FIELDS).
+local function add_letter(dlq, counts, names, argv, i)
+  add_record(dlq, names, argv, i)
+  redis.call('HINCRBY', counts, argv[i], 1)
 end
 
 local function remove_letter(dlq, counts, id)

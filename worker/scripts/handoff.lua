@@ -1,11 +1,18 @@
 -- Ingest hand-off, all or nothing: claim each transmissionId, append to the outbox, dead-letter
 -- the invalid, ack and delete the inbox entries. KEYS: inbox, outbox, deadletter, its counts.
--- ARGV: group, dedupe TTL, dead-letter MINID, then per entry the 11 fields Handoff.__call__ lists.
+-- ARGV: group, dedupe TTL, dead-letter MINID, the outbox record's names, the letter record's
+-- names, then per entry: kind ('o' or 'd'), inbox id, seen key, replay ('1' or ''), and the
+-- values of its outbox record or dead letter (worker/dedupe.py, Handoff.__call__).
 local inbox, outbox, dlq, counts = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, ttl, minid = ARGV[1], ARGV[2], ARGV[3]
+local out_names, i = read_names(ARGV, 4)
+local letter_names
+letter_names, i = read_names(ARGV, i)
 local sent, repeats, dead, done = 0, 0, 0, {}
-for i = 4, #ARGV, 11 do
-  local kind, id, seen, replay, tid, et, rcv, push, payload, reason, attempts = unpack(ARGV, i, i + 10)
+while i <= #ARGV do
+  local kind, id, seen, replay = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local values = i + 4
+  i = values + (kind == 'o' and #out_names or #letter_names)
   if redis.call('XACK', inbox, group, id) == 1 then
     done[#done + 1] = id
     if kind == 'o' then
@@ -16,15 +23,14 @@ for i = 4, #ARGV, 11 do
         fresh = redis.call('SET', seen, '1', 'NX', 'EX', ttl)
       end
       if fresh then
-        redis.call('XADD', outbox, '*', 'message', payload, 'transmissionId', tid, 'eventType', et,
-                   'receivedMs', rcv, 'push', push)
+        add_record(outbox, out_names, ARGV, values)
         sent = sent + 1
       else
         repeats = repeats + 1
       end
     else
       if dead == 0 then trim_expired(dlq, counts, minid) end
-      add_letter(dlq, counts, reason, payload, push, '', tid, et, attempts, rcv)
+      add_letter(dlq, counts, letter_names, ARGV, values)
       dead = dead + 1
     end
   end
