@@ -12,7 +12,7 @@ import requests
 
 from devkit import samples
 from devkit.procs import wait_for
-from devkit.sandbox_client import SandboxClient
+from devkit.sandbox.client import SandboxClient
 from shared import deadletter
 
 

@@ -64,7 +64,7 @@ from devkit.ledger import Ledger
 from devkit.local import local_settings, settings_env
 from devkit.procs import Process, RedisServer, celery_worker, free_port, gunicorn, wait_for
 from devkit.sandbox import SandboxConfig, SandboxServer, SandboxState
-from devkit.sandbox_client import SandboxClient
+from devkit.sandbox.client import SandboxClient
 from shared import deadletter, keys, status
 from shared.settings import Settings
 from worker.transform import event_id

@@ -210,7 +210,7 @@ def as_json(letter: DeadLetter) -> dict[str, Any]:
     return {
         "id": letter.id,
         "reason": letter.reason,
-        "detail": letter.detail,
+        "detail": letter.parsed_detail,
         "transmissionId": letter.transmission_id,
         "eventType": letter.event_type,
         "attempts": letter.attempts,
@@ -234,7 +234,7 @@ def _print_table(letters: list[DeadLetter]) -> None:
             _cell(letter.event_type, MAX_COLUMN) or "-",
             _cell(letter.transmission_id, MAX_COLUMN) or "-",
             str(letter.attempts),
-            _cell(replay.describe(letter.detail), MAX_DETAIL),
+            _cell(replay.describe(letter.parsed_detail), MAX_DETAIL),
         )
         for letter in letters
     ]
@@ -265,7 +265,7 @@ def _show(client: redis.Redis, entry_id: str) -> int:
         ("attempts", str(letter.attempts)),
     ):
         print(f"{label + ':':<16}{value}")
-    for label, value in (("detail", letter.detail), ("push", _maybe_json(letter.push))):
+    for label, value in (("detail", letter.parsed_detail), ("push", _maybe_json(letter.push))):
         print(f"{label}:")
         print(_pretty(value))
     print("xdm:" + ("" if letter.xdm else " -"))

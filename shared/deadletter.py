@@ -25,44 +25,29 @@ class Reason(StrEnum):
     INTERNAL_ERROR = "internal_error"
 
 
-@dataclass(frozen=True)
-class DeadLetter:
-    """One dead-letter entry as read back from Redis."""
+@dataclass(frozen=True, kw_only=True)
+class DeadLetter(LetterRecord):
+    """One dead-letter entry as read back from Redis: the stored record and its stream id."""
 
     id: str
-    reason: str
-    detail: Any
-    push: str
-    xdm: str
-    transmission_id: str
-    event_type: str
-    attempts: int
-    received_ms: int
 
     @property
     def deadlettered_ms(self) -> int:
         """When it was dead-lettered: the stream id's time part."""
         return int(self.id.split("-", 1)[0])
 
+    @property
+    def parsed_detail(self) -> Any:
+        """The detail as the JSON it was written as (a letter from elsewhere may hold plain text)."""
+        try:
+            return json.loads(self.detail)
+        except ValueError:
+            return self.detail
+
     @classmethod
     def from_entry(cls, entry_id: str, fields: dict[str, str]) -> DeadLetter:
-        """Parse a stream entry (its fields are a :class:`~shared.records.LetterRecord`)."""
-        record = LetterRecord.parse(fields)
-        try:
-            detail: Any = json.loads(record.detail)
-        except ValueError:
-            detail = record.detail
-        return cls(
-            id=entry_id,
-            reason=record.reason,
-            detail=detail,
-            push=record.push,
-            xdm=record.xdm,
-            transmission_id=record.transmission_id,
-            event_type=record.event_type,
-            attempts=record.attempts,
-            received_ms=record.received_ms,
-        )
+        """Parse a stream entry."""
+        return cls(**vars(LetterRecord.parse(fields)), id=entry_id)
 
 
 def retention_minid(settings: Settings, now_ms: int | None = None) -> str:

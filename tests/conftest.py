@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from devkit.local import local_settings
 from devkit.procs import RedisServer, free_port, gunicorn, wait_for
 from devkit.sandbox import SandboxServer
-from devkit.sandbox_client import SandboxClient
+from devkit.sandbox.client import SandboxClient
 from receiver.app import create_app
 from shared import metrics
 from shared.settings import Settings

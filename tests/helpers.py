@@ -7,7 +7,7 @@ from pathlib import Path
 from devkit.local import settings_env
 from devkit.procs import Process, celery_worker, wait_for
 from devkit.sandbox import SandboxConfig
-from devkit.sandbox_client import SandboxClient
+from devkit.sandbox.client import SandboxClient
 from shared.settings import Settings
 
 __all__ = ["INLET", "SANDBOX", "TOKEN", "Pipeline", "SandboxClient", "to_env"]

@@ -70,7 +70,7 @@ def test_in_a_207_refused_messages_are_dead_lettered_and_only_failed_ones_are_re
     (letter,) = deadletter.read_all(redis_client)
     assert letter.reason == deadletter.Reason.AEP_REJECTED
     assert letter.transmission_id == refused
-    assert "session.length is not an integer" in letter.detail
+    assert "session.length is not an integer" in letter.parsed_detail
     assert json.loads(letter.xdm)["body"]["xdmEntity"]["_acme"]["transmissionId"] == refused
     assert json.loads(letter.push) == pushes[1]
 
@@ -108,7 +108,7 @@ def test_a_poison_message_in_a_batch_of_200_is_isolated_and_the_other_199_delive
     )
     (letter,) = deadletter.read_all(redis_client)
     assert (letter.reason, letter.transmission_id) == (deadletter.Reason.AEP_REJECTED, poison)
-    assert "400" in letter.detail
+    assert "400" in letter.parsed_detail
     assert len(collection_requests(sandbox)) <= 2 * 8 + 1  # a bisection, not one request per message
 
 
@@ -257,7 +257,7 @@ def test_an_event_over_10_kb_is_dead_lettered_before_sending_with_its_size(
 
     (letter,) = deadletter.read_all(redis_client)
     assert letter.reason == deadletter.Reason.EVENT_TOO_LARGE
-    assert "bytes" in letter.detail
+    assert "bytes" in letter.parsed_detail
     assert redis_client.xlen(keys.OUTBOX) == 0
 
 

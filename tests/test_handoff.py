@@ -88,11 +88,11 @@ def test_invalid_pushes_are_dead_lettered_with_the_validation_messages(
     assert summary.dead == 3
     letters = deadletter.read_all(redis_client)
     assert [d.reason for d in letters] == [deadletter.Reason.INVALID_PAYLOAD] * 3
-    assert "attendee.email" in letters[0].detail
+    assert "attendee.email" in letters[0].parsed_detail
     assert letters[0].transmission_id == bad["transmissionId"]
     assert json.loads(letters[0].push) == bad
     assert letters[1].push == "{not json"
-    assert "timestamp" in letters[2].detail
+    assert "timestamp" in letters[2].parsed_detail
     assert outbox(redis_client) == []
     assert redis_client.xlen(keys.INBOX) == 0
 

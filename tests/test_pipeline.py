@@ -97,7 +97,7 @@ def test_an_invalid_push_is_dead_lettered_and_its_neighbours_are_delivered(
     (letter,) = wait_for(lambda: deadletter.read_all(redis_client), what="the dead letter")
     assert letter.reason == deadletter.Reason.INVALID_PAYLOAD
     assert letter.transmission_id == bad["transmissionId"]
-    assert "timestamp" in letter.detail
+    assert "timestamp" in letter.parsed_detail
     assert json.loads(letter.push) == bad
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from devkit import samples
 from shared.push import PUSH_FIELDS
 from shared.settings import ConfigError, Settings
 from worker.errors import EventTooLarge, InvalidPush
@@ -34,35 +35,14 @@ def sha256(text: str) -> str:
 
 
 def sample_push() -> dict[str, Any]:
-    """A SessionScheduled push at Adobe Summit 2023, as RainFocus sends it (nested groups)."""
-    return {
-        "transmissionId": "1680309557133001YHhz",
-        "eventType": "SessionScheduled",
-        "timestamp": "2023-04-01T02:41:57.123456+02:00",
-        "event": {"name": "Adobe Summit 2023"},
-        "attendee": {
-            "registered": "Yes",
-            "attendeeId": "1619119968857001fvLB",
-            "externalId": "1666809456617001wyPj",
-            "clientId": "8EFC1F57631CAFE70A495ECB@8f3f1f5c631caf3e495fd8.e",
-            "email": " User@Company.com ",
-        },
-        "exhibitor": {"exhibitorId": 1680309557, "externalId": "1666809514105001lSJN", "name": "IBM"},
-        "lead": {"leadId": "1666809456617001wyPj", "note": "Wants a demo — café at 3pm."},
-        "session": {
-            "sessionId": "1666809373585001t4aV",
-            "externalId": "1666809456617001wyPj",
-            "code": "GS3",
-            "title": "Inspiration Keynote",
-            "length": "90",
-        },
-        "sessiontime": {
-            "sessiontimeId": "1673033149739001OJLZ",
-            "startTime": "2023-03-22 10:00:00",
-            "endTime": "2023-03-22 11:30:00",
-            "room": "B32",
-        },
-    }
+    """The sample push with what a sender may vary: an offset time, a padded email, numbers as either type."""
+    return samples.summit(
+        timestamp="2023-04-01T02:41:57.123456+02:00",
+        attendee__email=" User@Company.com ",
+        exhibitor__exhibitorId=1680309557,
+        lead__note="Wants a demo — café at 3pm.",
+        session__length="90",
+    )
 
 
 def event_for(raw: dict[str, Any], settings: Settings = SETTINGS) -> dict[str, Any]:

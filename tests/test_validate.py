@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from devkit import samples
 from shared.push import GROUPS, MAX_STRING_LENGTH, PUSH_FIELDS
 from worker.errors import InvalidPush
 from worker.validate import FUTURE_MESSAGE, Push, validate
@@ -18,38 +19,7 @@ MISSING = "Missing data for required field."
 
 def sample_push() -> dict[str, Any]:
     """A SessionScheduled push at Adobe Summit 2023, as RainFocus sends it (nested groups)."""
-    return {
-        "transmissionId": "1680309557133001YHhz",
-        "eventType": "SessionScheduled",
-        "timestamp": "2023-04-01T00:41:57.000Z",
-        "event": {"name": "Adobe Summit 2023"},
-        "attendee": {
-            "registered": "Yes",
-            "attendeeId": "1619119968857001fvLB",
-            "externalId": "1666809456617001wyPj",
-            "clientId": "8EFC1F57631CAFE70A495ECB@8f3f1f5c631caf3e495fd8.e",
-            "email": "User@Company.com",
-        },
-        "exhibitor": {
-            "exhibitorId": "1680309557133001YHhz",
-            "externalId": "1666809514105001lSJN",
-            "name": "IBM",
-        },
-        "lead": {"leadId": "1666809456617001wyPj", "note": "Wants a demo of the Ops dashboard."},
-        "session": {
-            "sessionId": "1666809373585001t4aV",
-            "externalId": "1666809456617001wyPj",
-            "code": "GS3",
-            "title": "Inspiration Keynote",
-            "length": 90,
-        },
-        "sessiontime": {
-            "sessiontimeId": "1673033149739001OJLZ",
-            "startTime": "2023-03-22 10:00:00",
-            "endTime": "2023-03-22 11:30:00",
-            "room": "B32",
-        },
-    }
+    return samples.summit()
 
 
 def dotted(push: dict[str, Any]) -> dict[str, Any]:
