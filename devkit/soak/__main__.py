@@ -1,0 +1,7 @@
+"""``python -m devkit.soak``."""
+
+import sys
+
+from devkit.soak.cli import main
+
+sys.exit(main())
