@@ -94,7 +94,17 @@ _T = TypeVar("_T")
 
 
 class _Scalar(fields.Field[_T]):
-    """Base of the push's fields: one JSON scalar each, normalised in ``_deserialize``."""
+    """Base of the push's fields: one JSON scalar each, normalised by the subclass's ``convert``."""
+
+    # Read from the class by marshmallow itself (merged along the class hierarchy); never mutated.
+    default_error_messages = {"too_long": MESSAGES["too_long"]}  # noqa: RUF012
+
+    def convert(self, value: Any) -> _T:
+        """The normalised value, or a ``ValidationError`` from ``make_error``."""
+        raise NotImplementedError
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> _T:
+        return self.convert(value)
 
     def _validate(self, value: Any) -> None:
         # Field._validate builds a composite validator on every call; these fields rarely have any.
@@ -115,15 +125,12 @@ def _check_length(field: fields.Field[Any], value: str) -> None:
 class Text(_Scalar[str]):
     """A string kept verbatim; a JSON number becomes its string form (ids are often numeric)."""
 
-    # Read from the class by marshmallow itself, merged per instance; never mutated.
+    # Merged with _Scalar's by marshmallow; never mutated.
     default_error_messages = {  # noqa: RUF012
         "invalid": "Not a valid string.",
-        "too_long": MESSAGES["too_long"],
     }
 
-    def _deserialize(
-        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
-    ) -> str:
+    def convert(self, value: Any) -> str:
         try:
             result = as_text(value)
         except ValueError:
@@ -135,11 +142,10 @@ class Text(_Scalar[str]):
 class Integer(_Scalar[int]):
     """An integer within XDM's 32-bit range, given as a JSON integer or a numeric string."""
 
-    # Read from the class by marshmallow itself, merged per instance; never mutated.
+    # Merged with _Scalar's by marshmallow; never mutated.
     default_error_messages = {  # noqa: RUF012
         "invalid": "Not a valid integer.",
         "range": "Must be between {minimum} and {maximum}.",
-        "too_long": MESSAGES["too_long"],
     }
 
     def __init__(self, *, minimum: int = XDM_INT_MIN, maximum: int = XDM_INT_MAX, **kwargs: Any) -> None:
@@ -147,9 +153,7 @@ class Integer(_Scalar[int]):
         self.minimum = minimum
         self.maximum = maximum
 
-    def _deserialize(
-        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
-    ) -> int:
+    def convert(self, value: Any) -> int:
         if isinstance(value, str):
             _check_length(self, value)
         try:
@@ -164,15 +168,12 @@ class Integer(_Scalar[int]):
 class Email(_Scalar[str]):
     """An email address, trimmed and lower-cased; only its shape is checked (one @, no spaces)."""
 
-    # Read from the class by marshmallow itself, merged per instance; never mutated.
+    # Merged with _Scalar's by marshmallow; never mutated.
     default_error_messages = {  # noqa: RUF012
         "invalid": "Not a valid email address.",
-        "too_long": MESSAGES["too_long"],
     }
 
-    def _deserialize(
-        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
-    ) -> str:
+    def convert(self, value: Any) -> str:
         if not isinstance(value, str):
             raise self.make_error("invalid")
         _check_length(self, value)
@@ -192,16 +193,13 @@ class Timestamp(_Scalar[datetime]):
     the format is matched here instead.
     """
 
-    # Read from the class by marshmallow itself, merged per instance; never mutated.
+    # Merged with _Scalar's by marshmallow; never mutated.
     default_error_messages = {  # noqa: RUF012
         "invalid": "Not a valid date-time: expected ISO 8601 such as 2023-04-01T00:41:57.000Z.",
         "naive": "Timestamp must include a timezone (Z or an offset such as +02:00).",
-        "too_long": MESSAGES["too_long"],
     }
 
-    def _deserialize(
-        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
-    ) -> datetime:
+    def convert(self, value: Any) -> datetime:
         if not isinstance(value, str):
             raise self.make_error("invalid")
         _check_length(self, value)
