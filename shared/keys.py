@@ -37,6 +37,8 @@ def seen(event_id: str) -> str:
 
 #: Hash of stage name -> when a drain of that stage last ran (epoch ms): the drains' heartbeat.
 DRAINS = f"{PREFIX}:drains"
+#: Hash: the mapping each worker process runs (``<host>:<pid>`` -> ``<digest> <source>``).
+MAPPINGS = f"{PREFIX}:mappings"
 
 #: Prefix of the per-stage tick leases that let one worker of the fleet start each stage per second.
 TICK_PREFIX = f"{PREFIX}:tick:"

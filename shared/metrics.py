@@ -79,10 +79,16 @@ RETRIES = Definition("rainbridge_aep_retries", "Messages handed back for another
 PAUSE_SECONDS = Definition("rainbridge_aep_pause_seconds", "Delivery pause time set, fleet-wide", "counter")
 DEADLETTERS = Definition("rainbridge_deadletters", "Pushes dead-lettered, by reason", "counter", ("reason",))
 TOKENS_MINTED = Definition("rainbridge_aep_tokens_minted", "Access tokens minted from Adobe IMS", "counter")
+MAPPING_RELOADS = Definition(
+    "rainbridge_mapping_reloads",
+    "Changed MAPPING_FILEs loaded or refused by a worker",
+    "counter",
+    ("outcome",),
+)
 
 DEFINITIONS = (
     REQUESTS, ACK_SECONDS, PUSHES_RECEIVED, ENQUEUE_FAILURES, PUSHES, BATCHES, BATCH_SIZE, AEP_RESPONSES,
-    AEP_SECONDS, RETRIES, PAUSE_SECONDS, DEADLETTERS, TOKENS_MINTED,
+    AEP_SECONDS, RETRIES, PAUSE_SECONDS, DEADLETTERS, TOKENS_MINTED, MAPPING_RELOADS,
 )  # fmt: skip
 
 

@@ -76,17 +76,33 @@ class InboxRecord:
 class OutboxRecord:
     """An AEP message ready to send, with what delivery needs to log, dead-letter and time it."""
 
-    FIELDS: ClassVar[tuple[str, ...]] = ("message", "transmissionId", "eventType", "receivedMs", "push")
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "message",
+        "transmissionId",
+        "eventType",
+        "receivedMs",
+        "push",
+        "mapping",
+    )
 
     message: str
     transmission_id: str
     event_type: str
     received_ms: int
     push: str
+    #: The content hash of the mapping that made ``message`` (``rainbridge mapping``).
+    mapping: str = ""
 
     def values(self) -> list[str]:
         """The field values, in :attr:`FIELDS` order."""
-        return [self.message, self.transmission_id, self.event_type, str(self.received_ms), self.push]
+        return [
+            self.message,
+            self.transmission_id,
+            self.event_type,
+            str(self.received_ms),
+            self.push,
+            self.mapping,
+        ]
 
     def fields(self) -> Fields:
         """The fields as a stream entry has them."""
@@ -101,6 +117,7 @@ class OutboxRecord:
             event_type=fields.get("eventType", ""),
             received_ms=_int(fields.get("receivedMs"), entry_ms),
             push=fields.get("push", ""),
+            mapping=fields.get("mapping", ""),
         )
 
 
@@ -118,6 +135,7 @@ class LetterRecord:
         "eventType",
         "attempts",
         "receivedMs",
+        "mapping",
     )
 
     reason: str
@@ -129,6 +147,8 @@ class LetterRecord:
     event_type: str
     attempts: int
     received_ms: int
+    #: The content hash of the mapping in force when it was dead-lettered.
+    mapping: str = ""
 
     def values(self) -> list[str]:
         """The field values, in :attr:`FIELDS` order."""
@@ -141,6 +161,7 @@ class LetterRecord:
             self.event_type,
             str(self.attempts),
             str(self.received_ms),
+            self.mapping,
         ]
 
     def fields(self) -> Fields:
@@ -159,4 +180,5 @@ class LetterRecord:
             event_type=fields.get("eventType", ""),
             attempts=_int(fields.get("attempts"), 0),
             received_ms=_int(fields.get("receivedMs"), 0),
+            mapping=fields.get("mapping", ""),
         )

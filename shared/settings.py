@@ -63,6 +63,8 @@ class Settings:
     aep_payload_mode: PayloadMode = "xdm"
     aep_timeout_seconds: float = 10.0
     identity_namespace: IdentityNamespace = "Email"
+    #: The operator's push -> XDM mapping (YAML or JSON); unset, the shipped default for IDENTITY_NAMESPACE.
+    mapping_file: str | None = None
 
     aep_batch_max_messages: int = 200
     aep_batch_max_bytes: int = 900_000

@@ -24,8 +24,8 @@ from kombu.entity import Exchange, Queue
 
 from shared import errors_reporting, redisconn
 from shared.logs import configure_logging
-from shared.settings import Settings, load_or_exit, require_or_exit
-from worker import celery_fixes, drains, flower_guard, tasks
+from shared.settings import Settings, exit_on_config_error, load_or_exit, require_or_exit
+from worker import celery_fixes, drains, flower_guard, mapfile, tasks
 from worker.resources import PerProcess, Resources
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ class Runtime:
     resources: PerProcess[Resources]
     slots: drains.Slots = field(default_factory=lambda: drains.Slots({}))
     ticker: drains.Ticker | None = None
+    #: Loaded at start, in the main process: pool processes inherit it.
+    mappings: mapfile.Active | None = None
 
 
 def create_app(settings: Settings) -> Celery:
@@ -84,7 +86,7 @@ def create_app(settings: Settings) -> Celery:
         enable_utc=True,
         worker_hijack_root_logger=False,
     )
-    runtime = Runtime(settings, PerProcess(lambda: Resources.open(settings)))
+    runtime = Runtime(settings, PerProcess(lambda: Resources.open(settings, runtime.mappings)))
     tasks.register(app, runtime.settings, runtime.resources, lambda: runtime.slots)
     _connect_signals(app, runtime)
     return app
@@ -103,6 +105,10 @@ def _connect_signals(app: Celery, runtime: Runtime) -> None:
         if not ours(sender):
             return
         require_or_exit(settings, "worker")
+        try:
+            runtime.mappings = mapfile.Active(settings)
+        except mapfile.MappingError as exc:
+            exit_on_config_error(mapfile.config_error(exc))
         configure_logging(settings)
         errors_reporting.init(settings, "worker")  # before the pool forks: every child inherits it
         redisconn.warn_if_not_durable(redisconn.connect(settings))

@@ -76,6 +76,7 @@ class Settler:
                 event_type=sent.event_type,
                 attempts=attempts.get(entry.id, 1),
                 received_ms=sent.received_ms,
+                mapping=sent.mapping,
             )
             args += [entry.id, *letter.values()]
         return int(self._script(keys=[keys.OUTBOX, keys.DEADLETTER, keys.DEADLETTER_COUNTS], args=args))

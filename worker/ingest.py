@@ -16,11 +16,11 @@ import redis
 
 from shared import keys, metrics
 from shared.records import InboxRecord, LetterRecord, OutboxRecord
-from shared.settings import Settings
-from worker import streams
+from shared.settings import ConfigError, Settings
+from worker import mapfile, streams
 from worker.dedupe import Handoff, Ready, Rejected
 from worker.errors import InternalError, InvalidPush, Permanent
-from worker.transform import check_size, encode, envelope, event_id, to_xdm
+from worker.transform import check_size, encode, envelope, event_id, map_event
 from worker.validate import validate
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,15 @@ class IngestSummary:
     busy: bool = False  # stopped by its time budget with work left, not by an empty inbox
 
 
-def prepare(entry: streams.Entry, settings: Settings) -> Ready | Rejected:
-    """Validate and transform one inbox entry into an outbox message, or a dead letter."""
+def prepare(
+    entry: streams.Entry, settings: Settings, mapping: mapfile.Mapping | None = None
+) -> Ready | Rejected:
+    """Validate and map one inbox entry into an outbox message, or a dead letter.
+
+    ``mapping`` is the running one; without it, the one ``settings`` name (MAPPING_FILE or the default).
+    """
+    if mapping is None:
+        mapping = mapfile.cached_for_settings(settings)
     record = InboxRecord.parse(entry.fields, entry.ms)
     push_json = record.push
     # A replayed dead letter keeps the time it was first received.
@@ -50,23 +57,30 @@ def prepare(entry: streams.Entry, settings: Settings) -> Ready | Rejected:
         raw: Any = json.loads(push_json)
     except (ValueError, RecursionError):
         return _rejected(
-            entry, received_ms, None, push_json, InvalidPush({"_schema": ["the push is not valid JSON"]})
+            entry,
+            received_ms,
+            None,
+            push_json,
+            InvalidPush({"_schema": ["the push is not valid JSON"]}),
+            mapping=mapping.digest,
         )
     try:
-        push = validate(raw)
+        push = validate(raw, require_email=mapping.needs_email)
         seen_key = keys.seen(event_id(push.transmission_id))
         if settings.sends_raw:
             message = push_json  # AEP's Data Prep maps it: send it as it came
         else:
-            event = to_xdm(push, settings)
+            if not settings.aep_tenant_id:
+                raise ConfigError("AEP_TENANT_ID is not set (required to build XDM events)")
+            event = map_event(push, raw, mapping)
             check_size(encode(event))
             message = encode(envelope(event, settings))
     except Permanent as exc:
-        return _rejected(entry, received_ms, raw, push_json, exc)
+        return _rejected(entry, received_ms, raw, push_json, exc, mapping=mapping.digest)
     except Exception as exc:
         # A bug of ours must not send the entry round forever: keep it, with the error, for replay.
         log.exception("%s could not be transformed", entry.id)
-        return _rejected(entry, received_ms, raw, push_json, InternalError(repr(exc)))
+        return _rejected(entry, received_ms, raw, push_json, InternalError(repr(exc)), mapping=mapping.digest)
     return Ready(
         entry_id=entry.id,
         seen_key=seen_key,
@@ -77,11 +91,14 @@ def prepare(entry: streams.Entry, settings: Settings) -> Ready | Rejected:
             event_type=push.event_type,
             received_ms=received_ms,
             push=push_json,
+            mapping=mapping.digest,
         ),
     )
 
 
-def _rejected(entry: streams.Entry, received_ms: int, raw: Any, push_json: str, exc: Permanent) -> Rejected:
+def _rejected(
+    entry: streams.Entry, received_ms: int, raw: Any, push_json: str, exc: Permanent, *, mapping: str
+) -> Rejected:
     letter = LetterRecord(
         reason=exc.reason,
         # ASCII escapes keep any unpaired surrogate from the push storable in Redis.
@@ -92,6 +109,7 @@ def _rejected(entry: streams.Entry, received_ms: int, raw: Any, push_json: str, 
         event_type=_best_effort(raw, "eventType"),
         attempts=0,
         received_ms=received_ms,
+        mapping=mapping,
     )
     return Rejected(entry_id=entry.id, letter=letter)
 
@@ -103,9 +121,21 @@ def _best_effort(raw: Any, name: str) -> str:
     return str(value)[:200].encode("utf-8", "replace").decode("utf-8")
 
 
-def drain(client: redis.Redis, settings: Settings, consumer: str, budget_s: float) -> IngestSummary:
-    """Move inbox entries to the outbox (or the dead-letter stream) until idle or out of time."""
+def drain(
+    client: redis.Redis,
+    settings: Settings,
+    consumer: str,
+    budget_s: float,
+    mappings: mapfile.Active | None = None,
+) -> IngestSummary:
+    """Move inbox entries to the outbox (or the dead-letter stream) until idle or out of time.
+
+    ``mappings`` is the worker's running mapping (reloaded as MAPPING_FILE changes); without it,
+    the one ``settings`` name.
+    """
     handoff = Handoff(client, settings)
+    if mappings is not None:
+        mappings.announce(client, consumer)
     summary = IngestSummary()
     deadline = time.monotonic() + budget_s
     claim_idle_ms = settings.pending_claim_seconds * 1000
@@ -122,7 +152,8 @@ def drain(client: redis.Redis, settings: Settings, consumer: str, budget_s: floa
             )
             if not entries:
                 break
-        items = [prepare(entry, settings) for entry in entries]
+        mapping = mappings.current() if mappings is not None else mapfile.cached_for_settings(settings)
+        items = [prepare(entry, settings, mapping) for entry in entries]
         result = handoff(items)
         ready = sum(1 for item in items if isinstance(item, Ready))
         metrics.inc(metrics.PUSHES, ready, outcome="validated")

@@ -15,6 +15,7 @@ from shared import metrics, redisconn
 from shared.settings import Settings
 from worker.aep import AepClient
 from worker.ims import TokenCache
+from worker.mapfile import Active
 
 T = TypeVar("T")
 
@@ -26,9 +27,12 @@ class Resources:
     redis: redis.Redis
     aep: AepClient
     consumer: str
+    #: The running mapping; made before the fork, so a pool process restarted while MAPPING_FILE
+    #: is bad still has the last good one.
+    mappings: Active
 
     @classmethod
-    def open(cls, settings: Settings) -> Resources:
+    def open(cls, settings: Settings, mappings: Active | None = None) -> Resources:
         """Connect to Redis and make an AEP client with its own HTTP session and token cache."""
         client = redisconn.connect(settings)
         metrics.RECORDER.bind(client)
@@ -38,6 +42,7 @@ class Resources:
             redis=client,
             aep=AepClient(settings, tokens, session),
             consumer=f"{socket.gethostname()}:{os.getpid()}",
+            mappings=mappings if mappings is not None else Active(settings),
         )
 
 

@@ -45,7 +45,9 @@ def register(
     def ingest_inbox() -> dict[str, Any]:
         """Validate, transform and dedupe pushes from the inbox into the outbox."""
         summary = drain(
-            "ingest", lambda r: ingest.drain(r.redis, settings, r.consumer, BUDGET_SECONDS), ingest_inbox
+            "ingest",
+            lambda r: ingest.drain(r.redis, settings, r.consumer, BUDGET_SECONDS, r.mappings),
+            ingest_inbox,
         )
         if summary is None:
             return SKIPPED

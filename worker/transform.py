@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from shared.push import IDENTITY_FIELD, xdm_time
+from shared.push import IDENTITY_FIELD, PUSH_FIELDS, xdm_time
 from shared.settings import ConfigError, Settings
+from worker import mapfile
 from worker.errors import EventTooLarge, InvalidPush
 from worker.mapping import MAPPING, FieldMap
 from worker.validate import Push
@@ -73,6 +74,18 @@ def to_xdm(push: Push, settings: Settings, table: Iterable[FieldMap] = MAPPING) 
     if tenant:
         event[settings.tenant_key] = tenant
     return event
+
+
+def map_event(push: Push, raw: Mapping[str, Any], mapping: mapfile.Mapping) -> dict[str, Any]:
+    """The XDM ExperienceEvent for ``push`` by an operator's mapping (tenant already resolved).
+
+    The mapping reads the validated fields as validation normalised them, and every other field
+    of the raw push as it came (a new RainFocus field is mappable the day it appears).
+    """
+    # A known field is only ever read as validation left it: one it found absent stays absent.
+    values: dict[str, Any] = {path: value for path, value in mapfile.flatten(raw) if path not in PUSH_FIELDS}
+    values.update(push.values)
+    return mapping.apply(values, push.event_type)
 
 
 def _identity(identifier: str) -> dict[str, Any]:

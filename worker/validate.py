@@ -20,8 +20,10 @@ MAX_FUTURE = timedelta(minutes=10)
 
 FUTURE_MESSAGE = "Timestamp is more than 10 minutes in the future."
 
-# Built once: constructing a marshmallow schema costs far more than loading with it.
+# Built once: constructing a marshmallow schema costs far more than loading with it. The second
+# one is for a mapping whose primary identity is not the email: there the email is optional.
 _SCHEMA = PushSchema()
+_SCHEMA_EMAIL_OPTIONAL = PushSchema(partial=("attendee_email",))
 # The schema's output keys (attribute names) → the dotted paths the mapping table uses.
 _PATHS = {name: field.data_key or name for name, field in _SCHEMA.load_fields.items()}
 
@@ -34,20 +36,23 @@ class Push:
     event_type: str
     #: Timezone-aware, in UTC, to the microsecond.
     timestamp: datetime
-    #: The primary identity, trimmed and lower-cased.
+    #: The email, trimmed and lower-cased ("" when a mapping that does not need it let it be absent).
     email: str
     #: Every field present, e.g. ``{"session.length": 90, "attendee.email": "a@b.c", ...}``: strings
     #: and ints only, so it serialises as is; ``timestamp`` is in its XDM form. Do not mutate.
     values: Mapping[str, str | int]
 
 
-def validate(raw: Mapping[str, Any], *, now: datetime | None = None) -> Push:
-    """The push ``raw`` checked and normalised; raise InvalidPush with every message by dotted path."""
+def validate(raw: Mapping[str, Any], *, now: datetime | None = None, require_email: bool = True) -> Push:
+    """The push ``raw`` checked and normalised; raise InvalidPush with every message by dotted path.
+
+    ``require_email=False`` is for a mapping whose primary identity is another field.
+    """
     if not isinstance(raw, Mapping):
         raise InvalidPush({"_schema": [MESSAGES["not_a_push"]]})
     flat, errors = fold(raw)
     try:
-        loaded: dict[str, Any] = _SCHEMA.load(flat)
+        loaded: dict[str, Any] = (_SCHEMA if require_email else _SCHEMA_EMAIL_OPTIONAL).load(flat)
     except ValidationError as exc:
         loaded = exc.valid_data if isinstance(exc.valid_data, dict) else {}
         messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
@@ -72,6 +77,6 @@ def validate(raw: Mapping[str, Any], *, now: datetime | None = None) -> Push:
         transmission_id=loaded["transmissionId"],
         event_type=loaded["eventType"],
         timestamp=moment,
-        email=values[IDENTITY_FIELD],
+        email=values.get(IDENTITY_FIELD, ""),
         values=values,
     )
