@@ -1,4 +1,4 @@
-"""The ``rainbridge`` command: status, check, sandbox (and the dead-letter tools)."""
+"""The ``rainbridge`` command: status, check, sandbox, and the dead-letter and mapping tools."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from ops import dlq
+from ops import dlq, mapping
 from shared import redisconn, status
 from shared.settings import ConfigError, Role, Settings, load_or_exit
 
@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     p_status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     sub.add_parser("check", help="check the configuration and Redis; exit non-zero on a problem")
     dlq.add_parser(sub)
+    mapping.add_parser(sub)
     sub.add_parser(
         "sandbox", help="run the local AEP stand-in (see rainbridge sandbox --help)", add_help=False
     )
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         return check()
     if args.command == "dlq":
         return dlq.run(args)
+    if args.command == "mapping":
+        return mapping.run(args)
     settings = load_or_exit()
     client = redisconn.connect(settings)
     try:
@@ -96,6 +99,7 @@ def check() -> int:
         except ConfigError as exc:
             print(f"FAIL  settings for the {role}: {exc}")
             failures += 1
+    failures += _check_mapping(settings)
     client = redisconn.connect(settings)
     try:
         client.ping()
@@ -114,6 +118,21 @@ def check() -> int:
         failures += _check_aep(settings, client)
     print("verdict: " + ("OK" if not failures else f"{failures} problem(s)"))
     return 1 if failures else 0
+
+
+def _check_mapping(settings: Settings) -> int:
+    """Load the mapping the workers would run; returns the failures."""
+    from worker import mapfile  # noqa: PLC0415 - only this check needs the worker's mapping
+
+    try:
+        active = mapfile.for_settings(settings)
+    except mapfile.MappingError as exc:
+        for line in exc.lines():
+            print(f"FAIL  mapping {line}")
+        return 1
+    source = settings.mapping_file or f"built-in for {settings.identity_namespace}"
+    print(f"ok    mapping {active.digest} ({source})")
+    return 0
 
 
 def _check_aep(settings: Settings, client: redis.Redis) -> int:

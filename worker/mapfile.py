@@ -334,8 +334,8 @@ def _dotted(path: tuple[Any, ...], key: Any) -> str:
     return ".".join(str(part) for part in (*path, key))
 
 
-def read(text: str, source: str) -> tuple[Any, _Lines]:
-    """Parse YAML (or JSON) keeping each key's line; MappingError if it does not parse."""
+def read(text: str, source: str) -> tuple[Any, _Lines, list[Problem]]:
+    """Parse YAML or JSON, with each key's line and noting keys written twice (MappingError: unparsable)."""
     lines = _Lines()
     problems: list[Problem] = []
     try:
@@ -348,9 +348,7 @@ def read(text: str, source: str) -> tuple[Any, _Lines]:
     if node is None:
         raise MappingError(source, [Problem(1, "the file is empty")])
     data = _plain(node, (), lines, problems)
-    if problems:
-        raise MappingError(source, problems)
-    return data, lines
+    return data, lines, problems
 
 
 def load(path: str | Path) -> Mapping:
@@ -365,11 +363,11 @@ def load(path: str | Path) -> Mapping:
 
 def loads(text: str, source: str = "<mapping>") -> Mapping:
     """:func:`load` for the file's text."""
-    data, lines = read(text, source)
-    problems: list[Problem] = []
+    data, lines, problems = read(text, source)
     mapping = _compile(data, lines, problems, source, text)
     if problems:
-        raise MappingError(source, sorted(problems, key=lambda p: p.line))
+        # The same clash can show in the fields and in an override's merge: report it once.
+        raise MappingError(source, sorted(dict.fromkeys(problems), key=lambda p: p.line))
     assert mapping is not None
     return mapping
 

@@ -1,0 +1,164 @@
+"""``rainbridge mapping``: check, try and test a mapping file; print the default, its schema, its export."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from shared.settings import load_or_exit
+from worker import mapfile
+from worker.errors import InvalidPush
+from worker.transform import map_event
+from worker.validate import validate
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """Register ``mapping`` and its subcommands on the ``rainbridge`` command's subparsers."""
+    parser = subparsers.add_parser(
+        "mapping",
+        help="check, try and test a mapping file (MAPPING_FILE)",
+        description="Work with a mapping file: the push -> XDM mapping in AEP Data Prep's vocabulary.",
+    )
+    commands = parser.add_subparsers(dest="mapping_command", required=True)
+    p_check = commands.add_parser("check", help="report every problem of a mapping file as FILE:LINE: what")
+    p_check.add_argument("file")
+    p_try = commands.add_parser("try", help="map one push (a JSON file) and print the xdmEntity")
+    p_try.add_argument("file")
+    p_try.add_argument("push", help="a file holding one push as JSON ('-' for standard input)")
+    p_try.add_argument("--tenant", help="the AEP tenant id (default: AEP_TENANT_ID)")
+    p_test = commands.add_parser(
+        "test", help="run the file's tests: and print a field-by-field diff per failure"
+    )
+    p_test.add_argument("file")
+    p_test.add_argument("--tenant", help="the AEP tenant id (default: AEP_TENANT_ID)")
+    commands.add_parser("default", help="print the built-in mapping for IDENTITY_NAMESPACE")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a ``mapping`` subcommand; the exit status."""
+    command = args.mapping_command
+    if command == "default":
+        print(mapfile.default_text(load_or_exit().identity_namespace), end="")
+        return 0
+    mapping = _load(args.file)
+    if mapping is None:
+        return 1
+    if command == "check":
+        overrides = ", ".join(sorted(mapping.overrides)) or "none"
+        print(
+            f"{args.file}: OK (mapping {mapping.digest}: {len(mapping.identities)} identities, "
+            f"{len(mapping.fields)} fields, overrides for {overrides}, {len(mapping.tests)} tests)"
+        )
+        return 0
+    tenant = args.tenant or load_or_exit().aep_tenant_id or "tenant"
+    mapping = mapping.resolve(tenant)
+    if command == "try":
+        return _try(mapping, args.push)
+    return _test(mapping, tenant)
+
+
+def _load(path: str) -> mapfile.Mapping | None:
+    try:
+        return mapfile.load(path)
+    except mapfile.MappingError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        return None
+
+
+def _try(mapping: mapfile.Mapping, path: str) -> int:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        raw = json.loads(text)
+    except (OSError, ValueError) as exc:
+        print(f"rainbridge: cannot read a push from {path}: {exc}", file=sys.stderr)
+        return 2
+    outcome = outcome_of(mapping, raw)
+    if isinstance(outcome, InvalidPush):
+        print(f"invalid_payload: {json.dumps(outcome.detail, ensure_ascii=False)}")
+        return 1
+    print(json.dumps(outcome, indent=2, ensure_ascii=False))
+    return 0
+
+
+def outcome_of(mapping: mapfile.Mapping, raw: Any) -> dict[str, Any] | InvalidPush:
+    """The xdmEntity a push becomes, or why it is invalid (as ingest would dead-letter it)."""
+    if not isinstance(raw, dict):
+        return InvalidPush({"_schema": ["a push must be a JSON object"]})
+    try:
+        return map_event(validate(raw, require_email=mapping.needs_email), raw, mapping)
+    except InvalidPush as exc:
+        return exc
+
+
+def _test(mapping: mapfile.Mapping, tenant: str) -> int:
+    failures = 0
+    for number, case in enumerate(mapping.tests, 1):
+        outcome = outcome_of(mapping, case.push)
+        where = f"{mapping.source}:{case.line}: test {number}"
+        if case.invalid:
+            if isinstance(outcome, InvalidPush):
+                continue
+            failures += 1
+            print(f"{where}: expected invalid_payload, got an event:\n  {_show(outcome)}")
+            continue
+        expect = _with_tenant(case.expect, tenant)
+        if isinstance(outcome, InvalidPush):
+            failures += 1
+            print(f"{where}: invalid_payload: {json.dumps(outcome.detail, ensure_ascii=False)}")
+            continue
+        lines = diff(expect, outcome)
+        if lines:
+            failures += 1
+            print(f"{where}: the event differs")
+            for line in lines:
+                print(f"  {line}")
+    total = len(mapping.tests)
+    print(f"{total - failures} of {total} tests passed" + (f", {failures} failed" if failures else ""))
+    return 1 if failures else 0
+
+
+def _with_tenant(value: Any, tenant: str) -> Any:
+    if isinstance(value, dict):
+        return {
+            (f"_{tenant}" if k == mapfile.TENANT else k): _with_tenant(v, tenant) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_with_tenant(v, tenant) for v in value]
+    return value
+
+
+def diff(expected: Any, actual: Any, pointer: str = "") -> list[str]:
+    """Field-by-field differences as ``/json/pointer: expected X, got Y`` (missing, extra, changed)."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        out = []
+        for key in expected.keys() | actual.keys():
+            here = f"{pointer}/{_escape(str(key))}"
+            if key not in actual:
+                out.append(f"{here}: missing (expected {_show(expected[key])})")
+            elif key not in expected:
+                out.append(f"{here}: not expected (got {_show(actual[key])})")
+            else:
+                out += diff(expected[key], actual[key], here)
+        return sorted(out)
+    if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
+        return [
+            line
+            for i, (e, a) in enumerate(zip(expected, actual, strict=True))
+            for line in diff(e, a, f"{pointer}/{i}")
+        ]
+    if type(expected) is type(actual) and expected == actual:
+        return []
+    return [f"{pointer or '/'}: expected {_show(expected)}, got {_show(actual)}"]
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
