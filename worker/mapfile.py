@@ -490,8 +490,9 @@ def _identities(data: Any, lines: _Lines, problems: list[Problem]) -> tuple[Iden
             out.append(
                 IdentityRule(namespace, str(spec.get("value")), compiled[0], compiled[1], primary, str(state))
             )
-    primaries = [identity for identity in out if identity.primary]
-    if out and len(primaries) != 1:
+    # Counted from what the file says, so an identity whose expression is wrong is not also "missing".
+    primaries = [spec for spec in data if isinstance(spec, dict) and spec.get("primary") is True]
+    if len(primaries) != 1:
         problems.append(
             Problem(
                 lines("identities"), f"exactly one identity must have primary: true (found {len(primaries)})"
