@@ -70,6 +70,10 @@ def show_status(client: redis.Redis, *, as_json: bool) -> int:
     paused = state["aep_paused_until_ms"]
     print("AEP delivery: " + (f"PAUSED until {_iso(paused)}" if paused else "running"))
     print("drains: " + ", ".join(_drain_line(stage, d) for stage, d in state["drains"].items()))
+    running = state["mappings"]
+    shown = [f"{digest} ({m['source']}) on {m['processes']} process(es)" for digest, m in running.items()]
+    unmapped = f"; {state['unmapped_paths']} unmapped path(s)" if state["unmapped_paths"] else ""
+    print("mapping: " + (", ".join(shown) or "no worker has reported one") + unmapped)
     token = state["aep_token"]
     print(
         "AEP token: "

@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import redis
+
+from shared import redisconn
+from shared.push import xdm_time
 from shared.settings import load_or_exit
-from worker import mapfile
+from worker import mapfile, unmapped
 from worker.errors import InvalidPush
 from worker.transform import map_event
 from worker.validate import validate
@@ -35,6 +40,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p_test.add_argument("file")
     p_test.add_argument("--tenant", help="the AEP tenant id (default: AEP_TENANT_ID)")
     commands.add_parser("default", help="print the built-in mapping for IDENTITY_NAMESPACE")
+    p_unmapped = commands.add_parser(
+        "unmapped", help="source paths seen in pushes that no mapping entry reads (paths only, never values)"
+    )
+    p_unmapped.add_argument("--json", action="store_true", help="print one JSON object per line")
+    p_unmapped.add_argument("--forget", action="store_true", help="empty the table after showing it")
     return parser
 
 
@@ -44,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     if command == "default":
         print(mapfile.default_text(load_or_exit().identity_namespace), end="")
         return 0
+    if command == "unmapped":
+        return _unmapped(as_json=args.json, forget=args.forget)
     mapping = _load(args.file)
     if mapping is None:
         return 1
@@ -59,6 +71,41 @@ def run(args: argparse.Namespace) -> int:
     if command == "try":
         return _try(mapping, args.push)
     return _test(mapping, tenant)
+
+
+def _unmapped(*, as_json: bool, forget: bool) -> int:
+    settings = load_or_exit()
+    client = redisconn.connect(settings)
+    try:
+        rows, overflow = unmapped.read(client)
+        if forget:
+            unmapped.forget(client)
+    except redis.RedisError as exc:
+        print(
+            f"rainbridge: Redis at {settings.redacted()['REDIS_URL']} is unreachable: {exc}", file=sys.stderr
+        )
+        return 1
+    if as_json:
+        for row in rows:
+            first, last = xdm_time_ms(row.first_ms), xdm_time_ms(row.last_ms)
+            print(json.dumps({"path": row.path, "count": row.count, "firstSeen": first, "lastSeen": last}))
+        return 0
+    if not rows:
+        print("no unmapped source paths: every field pushes carried is read by the mapping")
+        return 0
+    width = max(len(row.path) for row in rows)
+    print(f"{'path':<{width}}  {'pushes':>8}  {'first seen':<24}  last seen")
+    for row in rows:
+        first, last = xdm_time_ms(row.first_ms), xdm_time_ms(row.last_ms)
+        print(f"{row.path:<{width}}  {row.count:>8}  {first:<24}  {last}")
+    if overflow:
+        print(f"(and {overflow} occurrence(s) of further paths: the table keeps {unmapped.LIMIT} at most)")
+    return 0
+
+
+def xdm_time_ms(ms: int) -> str:
+    """A time in ms as ``YYYY-MM-DDTHH:MM:SS.sssZ``."""
+    return xdm_time(datetime.fromtimestamp(ms / 1000, UTC))
 
 
 def _load(path: str) -> mapfile.Mapping | None:

@@ -39,6 +39,11 @@ def seen(event_id: str) -> str:
 DRAINS = f"{PREFIX}:drains"
 #: Hash: the mapping each worker process runs (``<host>:<pid>`` -> ``<digest> <source>``).
 MAPPINGS = f"{PREFIX}:mappings"
+#: Hashes path -> count / first seen ms / last seen ms, and a counter: unmapped source paths.
+UNMAPPED = f"{PREFIX}:unmapped"
+UNMAPPED_FIRST = f"{PREFIX}:unmapped:first"
+UNMAPPED_LAST = f"{PREFIX}:unmapped:last"
+UNMAPPED_OVERFLOW = f"{PREFIX}:unmapped:overflow"
 
 #: Prefix of the per-stage tick leases that let one worker of the fleet start each stage per second.
 TICK_PREFIX = f"{PREFIX}:tick:"

@@ -253,7 +253,19 @@ def _gauges(state: dict[str, Any]) -> Iterator[Metric]:
     for stage, drain in state["drains"].items():
         drains.add_metric([stage], float("inf") if drain["age_seconds"] is None else drain["age_seconds"])
         stalled.add_metric([stage], 1 if drain["stalled"] else 0)
-    yield from (depth, pending, age, letters, paused, drains, stalled)
+    unmapped = GaugeMetricFamily(
+        "rainbridge_unmapped_paths",
+        "Distinct source paths seen in pushes that no mapping entry reads (rainbridge mapping unmapped)",
+    )
+    unmapped.add_metric([], state["unmapped_paths"])
+    running = GaugeMetricFamily(
+        "rainbridge_mapping_processes",
+        "Worker processes running each mapping, by content hash",
+        labels=["digest"],
+    )
+    for digest, entry in state["mappings"].items():
+        running.add_metric([digest], entry["processes"])
+    yield from (depth, pending, age, letters, paused, drains, stalled, unmapped, running)
 
 
 def render(client: redis.Redis) -> bytes:

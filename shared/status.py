@@ -33,6 +33,23 @@ def drains(client: redis.Redis, now_ms: int) -> dict[str, dict[str, Any]]:
     return out
 
 
+#: A worker process that has not drained for this long no longer counts as running its mapping.
+MAPPING_SEEN_SECONDS = 120
+
+
+def mappings(client: redis.Redis, now_ms: int) -> dict[str, dict[str, Any]]:
+    """The mappings worker processes run now, by content hash: where from, and on how many processes."""
+    out: dict[str, dict[str, Any]] = {}
+    for value in cast(dict[str, str], client.hgetall(keys.MAPPINGS)).values():
+        digest, _, rest = value.partition(" ")
+        seen, _, source = rest.partition(" ")
+        if not seen.isdigit() or now_ms - int(seen) > MAPPING_SEEN_SECONDS * 1000:
+            continue
+        entry = out.setdefault(digest, {"source": source, "processes": 0})
+        entry["processes"] += 1
+    return out
+
+
 def _stream(client: redis.Redis, stream: str, group: str, now_ms: int) -> dict[str, Any]:
     depth = int(client.xlen(stream))
     oldest = cast(Entries, client.xrange(stream, count=1))
@@ -76,4 +93,6 @@ def collect(client: redis.Redis) -> dict[str, Any]:
         "aep_paused_until_ms": int(pause_until) if pause_until and int(pause_until) > now_ms else None,
         "aep_token": token,
         "drains": drains(client, now_ms),
+        "mappings": mappings(client, now_ms),
+        "unmapped_paths": int(client.hlen(keys.UNMAPPED)),
     }

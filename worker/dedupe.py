@@ -30,6 +30,8 @@ class Ready:
     seen_key: str
     replay: bool
     record: OutboxRecord
+    #: Source paths of the push that no mapping entry reads (counted by worker.unmapped).
+    unmapped: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

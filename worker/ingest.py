@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ import redis
 from shared import keys, metrics
 from shared.records import InboxRecord, LetterRecord, OutboxRecord
 from shared.settings import ConfigError, Settings
-from worker import mapfile, streams
+from worker import mapfile, streams, unmapped
 from worker.dedupe import Handoff, Ready, Rejected
 from worker.errors import InternalError, InvalidPush, Permanent
 from worker.transform import check_size, encode, envelope, event_id, map_event
@@ -93,6 +94,7 @@ def prepare(
             push=push_json,
             mapping=mapping.digest,
         ),
+        unmapped=unmapped.unread((path for path, _ in mapfile.flatten(raw)), mapping.sources),
     )
 
 
@@ -155,7 +157,9 @@ def drain(
         mapping = mappings.current() if mappings is not None else mapfile.cached_for_settings(settings)
         items = [prepare(entry, settings, mapping) for entry in entries]
         result = handoff(items)
-        ready = sum(1 for item in items if isinstance(item, Ready))
+        ready_items = [item for item in items if isinstance(item, Ready)]
+        unmapped.record(client, Counter(path for item in ready_items for path in item.unmapped))
+        ready = len(ready_items)
         metrics.inc(metrics.PUSHES, ready, outcome="validated")
         metrics.inc(metrics.PUSHES, len(items) - ready, outcome="invalid")
         metrics.inc(metrics.PUSHES, result.repeats, outcome="duplicate")

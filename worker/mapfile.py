@@ -144,15 +144,15 @@ class Mapping:
         """The tenant fields a push of ``event_type`` gets."""
         return self._by_type.get(event_type, self.fields)
 
-    @property
-    def sources(self) -> set[str]:
+    @functools.cached_property
+    def sources(self) -> frozenset[str]:
         """Every source path some entry reads (what is not among them is unmapped)."""
         nodes = [rule.node for rule in self.identities]
         nodes += [
             rule.node
             for rule in (*self.event, *self.fields, *(r for rs in self.overrides.values() for r in rs))
         ]
-        return set().union(*(expressions.paths(node) for node in nodes))
+        return frozenset(set().union(*(expressions.paths(node) for node in nodes)))
 
     def apply(self, values: MappingABC[str, Any], event_type: str) -> dict[str, Any]:
         """The xdmEntity for a push's flat values; InvalidPush naming destination and source."""
