@@ -14,7 +14,7 @@ import redis
 from shared import redisconn
 from shared.push import xdm_time
 from shared.settings import load_or_exit
-from worker import mapfile, unmapped
+from worker import mapfile, schema, unmapped
 from worker.errors import InvalidPush
 from worker.transform import map_event
 from worker.validate import validate
@@ -39,6 +39,20 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     p_test.add_argument("file")
     p_test.add_argument("--tenant", help="the AEP tenant id (default: AEP_TENANT_ID)")
+    p_schema = commands.add_parser(
+        "schema",
+        help="print the tenant field group and identity descriptor, as AEP's Schema Registry takes them",
+    )
+    p_schema.add_argument("file")
+    p_schema.add_argument("--tenant", help="the AEP tenant id (default: AEP_TENANT_ID)")
+    p_schema.add_argument("--schema-id", help="the schema's $id, for the descriptor (default: AEP_SCHEMA_ID)")
+    p_export = commands.add_parser("export", help="print an AEP Data Prep mapping set for the same mapping")
+    p_export.add_argument("file")
+    p_export.add_argument(
+        "--data-prep", action="store_true", required=True, help="the export format (the only one)"
+    )
+    p_export.add_argument("--tenant", help="the AEP tenant id (default: AEP_TENANT_ID)")
+    p_export.add_argument("--schema-id", help="the target schema's $id (default: AEP_SCHEMA_ID)")
     commands.add_parser("default", help="print the built-in mapping for IDENTITY_NAMESPACE")
     p_unmapped = commands.add_parser(
         "unmapped", help="source paths seen in pushes that no mapping entry reads (paths only, never values)"
@@ -66,8 +80,20 @@ def run(args: argparse.Namespace) -> int:
             f"{len(mapping.fields)} fields, overrides for {overrides}, {len(mapping.tests)} tests)"
         )
         return 0
-    tenant = args.tenant or load_or_exit().aep_tenant_id or "tenant"
+    settings = load_or_exit()
+    tenant = args.tenant or settings.aep_tenant_id or "tenant"
     mapping = mapping.resolve(tenant)
+    if command in ("schema", "export"):
+        schema_id = (
+            args.schema_id or settings.aep_schema_id or "https://ns.adobe.com/TENANT/schemas/SCHEMA_ID"
+        )
+        if command == "export":
+            print(json.dumps(schema.mapping_set(mapping, schema_id), indent=2, ensure_ascii=False))
+            return 0
+        descriptor = schema.identity_descriptor(mapping, tenant, schema_id)
+        out = {"fieldGroup": schema.field_group(mapping, tenant), "identityDescriptor": descriptor}
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+        return 0
     if command == "try":
         return _try(mapping, args.push)
     return _test(mapping, tenant)

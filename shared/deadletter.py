@@ -20,6 +20,7 @@ class Reason(StrEnum):
 
     INVALID_PAYLOAD = "invalid_payload"
     EVENT_TOO_LARGE = "event_too_large"
+    XDM_INVALID = "xdm_invalid"
     AEP_REJECTED = "aep_rejected"
     DELIVERY_EXHAUSTED = "delivery_exhausted"
     INTERNAL_ERROR = "internal_error"

@@ -37,6 +37,12 @@ class EventTooLarge(Permanent):
     reason = Reason.EVENT_TOO_LARGE
 
 
+class XdmInvalid(Permanent):
+    """The event does not fit the schema the mapping implies; ``detail`` lists each violation's pointer."""
+
+    reason = Reason.XDM_INVALID
+
+
 class InternalError(Permanent):
     """A bug of ours while handling the item; kept as a dead letter so it can be replayed after a fix."""
 

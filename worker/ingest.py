@@ -18,7 +18,7 @@ import redis
 from shared import keys, metrics
 from shared.records import InboxRecord, LetterRecord, OutboxRecord
 from shared.settings import ConfigError, Settings
-from worker import mapfile, streams, unmapped
+from worker import mapfile, schema, streams, unmapped
 from worker.dedupe import Handoff, Ready, Rejected
 from worker.errors import InternalError, InvalidPush, Permanent
 from worker.transform import check_size, encode, envelope, event_id, map_event
@@ -74,6 +74,7 @@ def prepare(
             if not settings.aep_tenant_id:
                 raise ConfigError("AEP_TENANT_ID is not set (required to build XDM events)")
             event = map_event(push, raw, mapping)
+            schema.check_event(event, mapping, settings.aep_tenant_id)
             check_size(encode(event))
             message = encode(envelope(event, settings))
     except Permanent as exc:
