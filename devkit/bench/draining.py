@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from devkit.bench.environment import Bench, encode_push
-from devkit.bench.processes import CpuMeter, naive_worker, wait_ready
+from devkit.bench.processes import CpuMeter, naive_worker, table_worker, wait_ready
 from devkit.procfs import children
 from devkit.procs import ROOT, Process, celery_worker
 from devkit.samples import push as sample_push
@@ -119,27 +119,52 @@ def section_drain(bench: Bench) -> dict[str, Any]:
     env = bench.env()
     out: dict[str, Any] = {"n": n, "prepare_us": measure_prepare(bench)}
 
-    # The stream design: the backlog sits in the inbox; time from the worker being ready.
+    # The stream design, as shipped (the default mapping file): the backlog sits in the inbox;
+    # time from the worker being ready.
+    out["design"] = _drain_streams(
+        bench, n, "drain", lambda: celery_worker(env, bench.log("drain-worker.log"), name="drain"), out
+    )
+    # The same with the hand-written table in place of the mapping engine, in the same run.
+    out["table"] = _drain_streams(
+        bench, n, "table", lambda: table_worker(env, bench.log("table-worker.log")), {}
+    )
+    out["mapping_ratio"] = (
+        out["design"]["events_per_s"] / out["table"]["events_per_s"]
+        if out["table"]["events_per_s"]
+        else float("nan")
+    )
+
+    # One task per push: the backlog is N Celery messages, published the way a receiver would.
+    out["naive"] = _drain_naive(bench, env, n)
+    naive_rate = out["naive"]["events_per_s"]
+    out["gain"] = out["design"]["events_per_s"] / naive_rate if naive_rate else float("nan")
+    return out
+
+
+def _drain_streams(
+    bench: Bench, n: int, label: str, start: Callable[[], Process], out: dict[str, Any]
+) -> dict[str, Any]:
+    """N pushes queued in the inbox, drained by the worker ``start`` makes; the figures."""
     bench.fresh()
     t = time.monotonic()
-    out["push_json_bytes"] = round(bench.fill_inbox(n, "drain"), 1)
+    out["push_json_bytes"] = round(bench.fill_inbox(n, label), 1)
     out["fill_xadd_per_s"] = round(n / (time.monotonic() - t))
     with bench.tracker.scope():
-        work = bench.work / "drain"
-        work.mkdir(exist_ok=True)
-        worker = celery_worker(env, bench.log("drain-worker.log"), name="drain")
-        bench.tracker.add("drain worker", worker.stop)
-        wait_ready(worker, "drain worker")
+        worker = start()
+        bench.tracker.add(f"{label} worker", worker.stop)
+        wait_ready(worker, f"{label} worker")
         pool, meter = _drain_meter(bench, worker)
-        bench.profiler.attach("drain-pool", pool)
-        bench.profiler.attach("drain-main", [worker.proc.pid])
-        bench.profiler.attach("drain-sandbox", [bench.sandbox_pid])
+        bench.profiler.attach(f"{label}-pool", pool)
+        bench.profiler.attach(f"{label}-main", [worker.proc.pid])
+        bench.profiler.attach(f"{label}-sandbox", [bench.sandbox_pid])
         samples, ok = _drain_until(bench, n, timeout=60 + n / 500)
         cpu = meter.stop()
         profile = bench.profiler.collect()
         commands = _redis_commands(bench, n)
     elapsed, done = samples[-1]
-    out["design"] = {
+    name = {"drain": "stream design (default mapping file)", "table": "hand-written table"}[label]
+    print(f"  drain: {name} {done / elapsed:,.0f} events/s ({done:,} in {elapsed:.1f} s)", flush=True)
+    return {
         "seconds": elapsed,
         "events": done,
         "events_per_s": round(done / elapsed, 1),
@@ -150,13 +175,6 @@ def section_drain(bench: Bench) -> dict[str, Any]:
         "samples": samples,
         "profile": profile,
     }
-    print(f"  drain: stream design {done / elapsed:,.0f} events/s ({done:,} in {elapsed:.1f} s)", flush=True)
-
-    # One task per push: the backlog is N Celery messages, published the way a receiver would.
-    out["naive"] = _drain_naive(bench, env, n)
-    naive_rate = out["naive"]["events_per_s"]
-    out["gain"] = out["design"]["events_per_s"] / naive_rate if naive_rate else float("nan")
-    return out
 
 
 def _drain_naive(bench: Bench, env: dict[str, str], n: int) -> dict[str, Any]:

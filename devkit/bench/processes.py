@@ -103,6 +103,15 @@ def naive_worker(env: dict[str, str], log: Path) -> Process:
     return Process(args, env, log)
 
 
+def table_worker(env: dict[str, str], log: Path) -> Process:
+    """The real worker with the hand-written table in place of the mapping (devkit.bench_table)."""
+    args = [
+        str(BIN / "celery"), "-A", "devkit.bench_table", "worker", "--loglevel", "INFO",
+        "--concurrency", "2", "--hostname", "table@%h", "--without-mingle", "--without-gossip",
+    ]  # fmt: skip
+    return Process(args, env, log)
+
+
 class Profiler:
     """py-spy recorders attached to running processes, stopped (and summarised) on demand."""
 
