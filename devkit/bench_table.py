@@ -26,6 +26,6 @@ def _table_event(push: Push, raw: MappingABC[str, Any], mapping: mapfile.Mapping
     return transform.to_xdm(push, _settings)
 
 
-ingest.map_event = _table_event  # type: ignore[attr-defined]  # the one call this app changes
+ingest.map_event = _table_event  # type: ignore[attr-defined,assignment]  # the one call this app changes
 
 __all__ = ["app"]

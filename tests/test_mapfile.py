@@ -278,3 +278,17 @@ def test_a_worker_pointed_at_a_bad_mapping_stops_at_start_with_the_same_line(
     ]
     check = rainbridge("check", env=env)
     assert f"FAIL  mapping {path}:24: unknown function 'uper'" in check.stdout
+
+
+def test_the_readme_example_checks_and_its_tests_pass(tmp_path: Path, settings: Settings) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Your own mapping") :]
+    example = section[
+        section.index("```yaml\n") + len("```yaml\n") : section.index("```\n", section.index("```yaml"))
+    ]
+    path = tmp_path / "example.yaml"
+    path.write_text(example)
+    env = to_env(settings)
+    assert rainbridge("mapping", "check", str(path), env=env).returncode == 0
+    result = rainbridge("mapping", "test", str(path), env=env)
+    assert result.stdout.strip() == "2 of 2 tests passed", result.stdout

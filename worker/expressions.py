@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.push import as_text, xdm_time
+from shared.push import PUSH_FIELDS, as_text, xdm_time
 
 #: What a compiled expression is: the flat push (dotted path → value) in, a value (or None) out.
 Evaluator = Callable[[Mapping[str, Any]], Any]
@@ -609,6 +609,9 @@ def compile_node(node: Node) -> Evaluator:
         return lambda values: constant
     if isinstance(node, Path):
         name = node.name
+        if name in PUSH_FIELDS:
+            # A field of the push schema is a value, never a group: no group to gather.
+            return lambda values: values.get(name)
         return lambda values: lookup(values, name)
     if isinstance(node, Unary):
         operand = compile_node(node.operand)

@@ -67,13 +67,14 @@ def prepare(
         )
     try:
         push = validate(raw, require_email=mapping.needs_email)
+        flat = mapfile.flatten(raw)
         seen_key = keys.seen(event_id(push.transmission_id))
         if settings.sends_raw:
             message = push_json  # AEP's Data Prep maps it: send it as it came
         else:
             if not settings.aep_tenant_id:
                 raise ConfigError("AEP_TENANT_ID is not set (required to build XDM events)")
-            event = map_event(push, raw, mapping)
+            event = map_event(push, raw, mapping, flat)
             schema.check_event(event, mapping, settings.aep_tenant_id)
             check_size(encode(event))
             message = encode(envelope(event, settings))
@@ -95,7 +96,7 @@ def prepare(
             push=push_json,
             mapping=mapping.digest,
         ),
-        unmapped=unmapped.unread((path for path, _ in mapfile.flatten(raw)), mapping.sources),
+        unmapped=unmapped.unread(flat, mapping.sources),
     )
 
 

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -240,6 +240,8 @@ def _value(rule: FieldRule, values: MappingABC[str, Any]) -> Any:
         value = rule.evaluate(values)
         if value is None or value == "":
             return None
+        if rule.type == "string" and type(value) is str:
+            return value  # the common case, without the conversion's dispatch
         return convert(value, rule.type)
     except (EvaluationError, ValueError, TypeError, OverflowError):
         raise InvalidPush(
@@ -634,14 +636,18 @@ def _tests(data: Any, lines: _Lines, problems: list[Problem]) -> tuple[MappingTe
     return tuple(out)
 
 
-def flatten(raw: MappingABC[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+def flatten(raw: MappingABC[str, Any]) -> dict[str, Any]:
     """Every leaf of a push by dotted path, nested or flat-dotted alike (objects are walked)."""
-    for key, value in raw.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, MappingABC):
-            yield from flatten(value, path + ".")
-        else:
-            yield path, value
+    out: dict[str, Any] = {}
+    stack: list[tuple[str, MappingABC[str, Any]]] = [("", raw)]
+    while stack:
+        prefix, node = stack.pop()
+        for key, value in node.items():
+            if isinstance(value, dict):
+                stack.append((f"{prefix}{key}.", value))
+            else:
+                out[f"{prefix}{key}"] = value
+    return out
 
 
 # --- the running mapping ----------------------------------------------------------------------

@@ -76,16 +76,25 @@ def to_xdm(push: Push, settings: Settings, table: Iterable[FieldMap] = MAPPING) 
     return event
 
 
-def map_event(push: Push, raw: Mapping[str, Any], mapping: mapfile.Mapping) -> dict[str, Any]:
+def map_event(
+    push: Push, raw: Mapping[str, Any], mapping: mapfile.Mapping, flat: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The XDM ExperienceEvent for ``push`` by an operator's mapping (tenant already resolved).
 
     The mapping reads the validated fields as validation normalised them, and every other field
-    of the raw push as it came (a new RainFocus field is mappable the day it appears).
+    of the raw push as it came (a new RainFocus field is mappable the day it appears); ``flat``
+    is :func:`worker.mapfile.flatten` of ``raw`` when the caller has it already.
     """
+    return mapping.apply(push_values(push, raw, flat), push.event_type)
+
+
+def push_values(push: Push, raw: Mapping[str, Any], flat: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What a mapping reads: the raw push's fields by path, the known ones as validation left them."""
+    flat = mapfile.flatten(raw) if flat is None else flat
     # A known field is only ever read as validation left it: one it found absent stays absent.
-    values: dict[str, Any] = {path: value for path, value in mapfile.flatten(raw) if path not in PUSH_FIELDS}
+    values: dict[str, Any] = {path: value for path, value in flat.items() if path not in PUSH_FIELDS}
     values.update(push.values)
-    return mapping.apply(values, push.event_type)
+    return values
 
 
 def _identity(identifier: str) -> dict[str, Any]:

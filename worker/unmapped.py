@@ -25,9 +25,7 @@ _RECORD = scripts.load("unmapped")
 def unread(paths: Iterable[str], sources: frozenset[str]) -> frozenset[str]:
     """The paths neither read by an entry nor inside a group an entry reads whole."""
     out = []
-    for path in paths:
-        if path in sources:
-            continue
+    for path in set(paths) - sources:
         parts = path.split(".")
         if any(".".join(parts[:i]) in sources for i in range(1, len(parts))):
             continue
