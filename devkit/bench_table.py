@@ -22,10 +22,12 @@ from worker.validate import Push
 _settings = load_or_exit()
 
 
-def _table_event(push: Push, raw: MappingABC[str, Any], mapping: mapfile.Mapping) -> dict[str, Any]:
+def _table_event(
+    push: Push, raw: MappingABC[str, Any], mapping: mapfile.Mapping, flat: MappingABC[str, Any] | None = None
+) -> dict[str, Any]:
     return transform.to_xdm(push, _settings)
 
 
-ingest.map_event = _table_event  # type: ignore[attr-defined,assignment]  # the one call this app changes
+ingest.map_event = _table_event  # type: ignore[attr-defined]  # the one call this app changes
 
 __all__ = ["app"]

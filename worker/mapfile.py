@@ -27,7 +27,7 @@ import redis
 import yaml
 
 from shared import keys, metrics
-from shared.push import IDENTITY_FIELD, as_integer, as_text, xdm_time
+from shared.push import IDENTITY_FIELD, PUSH_FIELDS, as_integer, as_text, xdm_time
 from shared.settings import ConfigError, Settings
 from worker import expressions
 from worker.errors import InvalidPush
@@ -83,11 +83,19 @@ class FieldRule:
     line: int
     parents: tuple[str, ...] = field(init=False, repr=False, compare=False)
     leaf: str = field(init=False, repr=False, compare=False)
+    #: The push field a rule copies as is (a bare path of the push schema, to a string): apply reads
+    #: it straight from the push, the way a hand-written table would.
+    copies: str | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         *parents, leaf = self.destination.split(".")
         object.__setattr__(self, "parents", tuple(parents))
         object.__setattr__(self, "leaf", leaf)
+        node = self.node
+        plain = isinstance(node, expressions.Path) and node.name in PUSH_FIELDS and self.type == "string"
+        object.__setattr__(
+            self, "copies", node.name if isinstance(node, expressions.Path) and plain else None
+        )
 
     @property
     def sources(self) -> list[str]:
@@ -189,7 +197,14 @@ class Mapping:
             identity_map.setdefault(identity.namespace, []).append(entry)
         event["identityMap"] = identity_map
         for rule in self.fields_for(event_type):
-            value = _value(rule, values)
+            if rule.copies is not None:
+                value = values.get(rule.copies)
+                if value == "":
+                    value = None
+                elif value is not None and type(value) is not str:
+                    value = _value(rule, values)
+            else:
+                value = _value(rule, values)
             if value is None:
                 if rule.required:
                     raise InvalidPush(
