@@ -115,3 +115,11 @@ def test_fields_no_entry_reads_are_counted_by_path_never_by_value(
     assert "secret" not in stored
     assert status.collect(redis_client)["unmapped_paths"] == 3
     assert "rainbridge_unmapped_paths 3.0" in metrics.render(redis_client).decode()
+
+
+def test_reports_of_processes_long_gone_are_forgotten(redis_client: redis.Redis) -> None:
+    now = int(time.time() * 1000)
+    redis_client.hset(keys.MAPPINGS, "host:1", f"abc {now} default")
+    redis_client.hset(keys.MAPPINGS, "host:2", f"abc {now - 2 * 3600 * 1000} default")
+    assert mapfile.forget_gone(redis_client) == 1
+    assert list(redis_client.hgetall(keys.MAPPINGS)) == ["host:1"]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 import yaml
@@ -745,6 +745,18 @@ class Active:
         except OSError:
             return None
         return (stat.st_mtime, stat.st_size)
+
+
+def forget_gone(client: redis.Redis, idle_ms: int = 3600 * 1000) -> int:
+    """Drop the mapping reports of processes silent for ``idle_ms`` (they are gone); how many."""
+    now = int(time.time() * 1000)
+    reports = cast(dict[str, str], client.hgetall(keys.MAPPINGS))
+    gone = []
+    for consumer, value in reports.items():
+        seen = value.split(" ", 2)[1] if value.count(" ") >= 1 else ""
+        if not seen.isdigit() or now - int(seen) > idle_ms:
+            gone.append(consumer)
+    return int(client.hdel(keys.MAPPINGS, *gone)) if gone else 0
 
 
 @functools.lru_cache(maxsize=8)

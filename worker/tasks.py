@@ -9,7 +9,7 @@ from celery import Celery, Task
 
 from shared import deadletter, keys
 from shared.settings import Settings
-from worker import deliver, drains, ingest, streams
+from worker import deliver, drains, ingest, mapfile, streams
 from worker.resources import PerProcess, Resources
 
 #: How long one task drains (seconds).
@@ -80,5 +80,10 @@ def register(
             for stream, group in ((keys.INBOX, keys.INBOX_GROUP), (keys.OUTBOX, keys.OUTBOX_GROUP))
         }
         recounted = deadletter.reconcile_counts(client)
+        mappings_forgotten = mapfile.forget_gone(client, idle_ms=CONSUMER_IDLE_MS)
         drains.record_run(client, "housekeep")
-        return {"consumers_removed": removed, "deadletters_recounted": recounted}
+        return {
+            "consumers_removed": removed,
+            "deadletters_recounted": recounted,
+            "mapping_reports_removed": mappings_forgotten,
+        }
