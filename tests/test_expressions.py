@@ -145,3 +145,44 @@ def test_nothing_reaches_python() -> None:
 def test_paths_lists_what_an_expression_reads() -> None:
     node = parse('coalesce(lower(attendee.email), ${Survey Answer}, contains_key("lead.note"), "x")')
     assert paths(node) == {"attendee.email", "Survey Answer", "lead.note"}
+
+
+WRONG_TYPE = {
+    # function: (call with an object where a value belongs, what it gives: an error or a value)
+    "lower": ("lower(attendee)", EvaluationError),
+    "lcase": ("lcase(attendee)", EvaluationError),
+    "upper": ("upper(attendee)", EvaluationError),
+    "ucase": ("ucase(attendee)", EvaluationError),
+    "trim": ("trim(attendee)", EvaluationError),
+    "ltrim": ("ltrim(attendee)", EvaluationError),
+    "rtrim": ("rtrim(attendee)", EvaluationError),
+    "concat": ('concat("a", attendee)', EvaluationError),
+    "substr": ('substr("abc", "x", 1)', EvaluationError),
+    "replacestr": ('replacestr(attendee, "a", "b")', EvaluationError),
+    "split": ('split(attendee, ",")', EvaluationError),
+    "sha256": ("sha256(attendee)", EvaluationError),
+    "md5": ("md5(attendee)", EvaluationError),
+    "to_integer": ("to_integer(attendee)", EvaluationError),
+    "to_float": ("to_float(attendee)", EvaluationError),
+    "date": ("date(attendee)", EvaluationError),
+    # These take any value: the wrong type is not an error, and the answer is defined.
+    "coalesce": ("coalesce(null, flag)", True),
+    "iif": ('iif(attendee, "yes", "no")', "yes"),
+    "is_empty": ("is_empty(flag)", False),
+    "contains_key": ("contains_key(42)", False),
+    "nullify": ("nullify()", None),
+}
+
+
+def test_every_function_has_a_wrong_type_case() -> None:
+    assert set(WRONG_TYPE) == set(FUNCTIONS)
+
+
+@pytest.mark.parametrize("name", sorted(WRONG_TYPE))
+def test_every_function_given_the_wrong_type_fails_cleanly_or_answers_as_defined(name: str) -> None:
+    source, expected = WRONG_TYPE[name]
+    if expected is EvaluationError:
+        with pytest.raises(EvaluationError):
+            run(source)
+    else:
+        assert run(source) == expected
