@@ -149,6 +149,14 @@ def _drain_streams(
     t = time.monotonic()
     out["push_json_bytes"] = round(bench.fill_inbox(n, label), 1)
     out["fill_xadd_per_s"] = round(n / (time.monotonic() - t))
+    name = {"drain": "stream design (default mapping file)", "table": "hand-written table"}[label]
+    return _measure(bench, n, label, name, start, timeout=60 + n / 500)
+
+
+def _measure(
+    bench: Bench, n: int, label: str, name: str, start: Callable[[], Process], *, timeout: float
+) -> dict[str, Any]:
+    """Start a worker, time it through the backlog of ``n``; print and return the figures."""
     with bench.tracker.scope():
         worker = start()
         bench.tracker.add(f"{label} worker", worker.stop)
@@ -157,12 +165,11 @@ def _drain_streams(
         bench.profiler.attach(f"{label}-pool", pool)
         bench.profiler.attach(f"{label}-main", [worker.proc.pid])
         bench.profiler.attach(f"{label}-sandbox", [bench.sandbox_pid])
-        samples, ok = _drain_until(bench, n, timeout=60 + n / 500)
+        samples, ok = _drain_until(bench, n, timeout=timeout)
         cpu = meter.stop()
         profile = bench.profiler.collect()
         commands = _redis_commands(bench, n)
     elapsed, done = samples[-1]
-    name = {"drain": "stream design (default mapping file)", "table": "hand-written table"}[label]
     print(f"  drain: {name} {done / elapsed:,.0f} events/s ({done:,} in {elapsed:.1f} s)", flush=True)
     return {
         "seconds": elapsed,
@@ -191,34 +198,9 @@ def _drain_naive(bench: Bench, env: dict[str, str], n: int) -> dict[str, Any]:
     )
     published = json.loads(publish.stdout.strip().splitlines()[-1])
     queued_bytes = (int(bench.redis.info("memory")["used_memory"]) - before) / n
-    with bench.tracker.scope():
-        worker = naive_worker(env, bench.log("naive-worker.log"))
-        bench.tracker.add("naive worker", worker.stop)
-        wait_ready(worker, "one-task-per-push worker")
-        pool, meter = _drain_meter(bench, worker)
-        bench.profiler.attach("naive-pool", pool)
-        bench.profiler.attach("naive-main", [worker.proc.pid])
-        samples, ok = _drain_until(bench, n, timeout=60 + n / 100)
-        cpu = meter.stop()
-        profile = bench.profiler.collect()
-        commands = _redis_commands(bench, n)
-    elapsed, done = samples[-1]
-    print(
-        f"  drain: one task per push {done / elapsed:,.0f} events/s ({done:,} in {elapsed:.1f} s)", flush=True
-    )
-    return {
-        "seconds": elapsed,
-        "events": done,
-        "events_per_s": round(done / elapsed, 1),
-        "steady_events_per_s": _steady_rate(samples),
-        "completed": ok,
-        "publish": published,
-        "redis_bytes_per_queued_task": round(queued_bytes, 1),
-        "cpu": cpu,
-        "redis": commands,
-        "samples": samples,
-        "profile": profile,
-    }
+    start = lambda: naive_worker(env, bench.log("naive-worker.log"))  # noqa: E731 - one use, read inline
+    figures = _measure(bench, n, "naive", "one task per push", start, timeout=60 + n / 100)
+    return {**figures, "publish": published, "redis_bytes_per_queued_task": round(queued_bytes, 1)}
 
 
 def publish_main(n: int, run_id: str) -> int:
