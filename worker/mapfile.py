@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any, cast
@@ -139,6 +139,9 @@ class Mapping:
     tests: tuple[MappingTest, ...]
     #: The fields for each overridden eventType, merged once.
     _by_type: dict[str, tuple[FieldRule, ...]] = field(default_factory=dict, repr=False)
+    _runs: dict[str, tuple[tuple[tuple[str, ...], tuple[FieldRule, ...]], ...]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @property
     def needs_email(self) -> bool:
@@ -151,6 +154,21 @@ class Mapping:
     def fields_for(self, event_type: str) -> tuple[FieldRule, ...]:
         """The tenant fields a push of ``event_type`` gets."""
         return self._by_type.get(event_type, self.fields)
+
+    def _runs_for(self, event_type: str) -> tuple[tuple[tuple[str, ...], tuple[FieldRule, ...]], ...]:
+        # Consecutive fields under one parent are written with one walk down to it: the same
+        # objects, keys and order as field by field, at a fraction of the dictionary calls.
+        runs = self._runs.get(event_type)
+        if runs is None:
+            grouped: list[tuple[tuple[str, ...], list[FieldRule]]] = []
+            for rule in self.fields_for(event_type):
+                if grouped and grouped[-1][0] == rule.parents:
+                    grouped[-1][1].append(rule)
+                else:
+                    grouped.append((rule.parents, [rule]))
+            runs = tuple((parents, tuple(rules)) for parents, rules in grouped)
+            self._runs[event_type] = runs
+        return runs
 
     @functools.cached_property
     def sources(self) -> frozenset[str]:
@@ -196,25 +214,29 @@ class Mapping:
             }
             identity_map.setdefault(identity.namespace, []).append(entry)
         event["identityMap"] = identity_map
-        for rule in self.fields_for(event_type):
-            if rule.copies is not None:
-                value = values.get(rule.copies)
-                if value == "":
-                    value = None
-                elif value is not None and type(value) is not str:
+        for parents, rules in self._runs_for(event_type):
+            leaves: dict[str, Any] = {}
+            for rule in rules:
+                if rule.copies is not None:
+                    value = values.get(rule.copies)
+                    if value == "":
+                        value = None
+                    elif value is not None and type(value) is not str:
+                        value = _value(rule, values)
+                else:
                     value = _value(rule, values)
-            else:
-                value = _value(rule, values)
-            if value is None:
-                if rule.required:
-                    raise InvalidPush(
-                        {_where(rule): [f"Empty, but the mapping requires XDM field {rule.destination}."]}
-                    )
-                continue
-            node = event
-            for key in rule.parents:
-                node = node.setdefault(key, {})
-            node[rule.leaf] = value
+                if value is None:
+                    if rule.required:
+                        raise InvalidPush(
+                            {_where(rule): [f"Empty, but the mapping requires XDM field {rule.destination}."]}
+                        )
+                    continue
+                leaves[rule.leaf] = value
+            if leaves:
+                node = event
+                for key in parents:
+                    node = node.setdefault(key, {})
+                node.update(leaves)
         return event
 
     def resolve(self, tenant: str) -> Mapping:
@@ -257,7 +279,7 @@ def _value(rule: FieldRule, values: MappingABC[str, Any]) -> Any:
             return None
         if rule.type == "string" and type(value) is str:
             return value  # the common case, without the conversion's dispatch
-        return convert(value, rule.type)
+        return _CONVERTERS[rule.type](value)
     except (EvaluationError, ValueError, TypeError, OverflowError):
         raise InvalidPush(
             {_where(rule): [f"Cannot be converted for XDM field {rule.destination}."]}
@@ -266,33 +288,59 @@ def _value(rule: FieldRule, values: MappingABC[str, Any]) -> Any:
 
 def convert(value: Any, kind: str) -> Any:
     """``value`` as the XDM ``kind``; ValueError when it is not one."""
-    if kind == "string":
-        if isinstance(value, (dict, list)):
-            raise ValueError("an object or list is not a string")
-        return _text(value)
-    if kind == "integer":
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        return as_integer(value)
-    if kind == "number":
-        return expressions.FUNCTIONS["to_float"].call(value)
-    if kind == "boolean":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-            return value.strip().lower() == "true"
-        raise ValueError(f"{value!r} is not a boolean")
-    if kind == "date-time":
-        if isinstance(value, datetime):
-            moment = value
-        else:
-            moment = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00").replace("z", "+00:00"))
-        if moment.tzinfo is None:
-            raise ValueError("a date-time needs a zone")
-        return xdm_time(moment.astimezone(UTC))
-    if kind == "date":
-        return date.fromisoformat(str(value).strip()[:10]).isoformat()
-    raise ValueError(f"unknown type {kind!r}")
+    converter = _CONVERTERS.get(kind)
+    if converter is None:
+        raise ValueError(f"unknown type {kind!r}")
+    return converter(value)
+
+
+def _to_string(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        raise ValueError("an object or list is not a string")
+    return _text(value)
+
+
+def _to_integer(value: Any) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return as_integer(value)
+
+
+def _to_number(value: Any) -> float:
+    result: float = expressions.FUNCTIONS["to_float"].call(value)
+    return result
+
+
+def _to_boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"{value!r} is not a boolean")
+
+
+def _to_date_time(value: Any) -> str:
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        moment = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError("a date-time needs a zone")
+    return xdm_time(moment)  # which brings any zone to UTC
+
+
+def _to_date(value: Any) -> str:
+    return date.fromisoformat(str(value).strip()[:10]).isoformat()
+
+
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "string": _to_string,
+    "integer": _to_integer,
+    "number": _to_number,
+    "boolean": _to_boolean,
+    "date-time": _to_date_time,
+    "date": _to_date,
+}
 
 
 def _text(value: Any) -> str:
