@@ -16,6 +16,9 @@ from devkit.procfs import children
 from devkit.procs import ROOT, Process, celery_worker
 from devkit.samples import push as sample_push
 
+#: How many times the mapping and table drains each run (alternately); the better run counts.
+DRAIN_ROUNDS = 2
+
 
 def measure_prepare(bench: Bench, n: int = 2000) -> dict[str, float]:
     """In-process CPU cost per push of each ingest step (one core, no Redis), in microseconds."""
@@ -119,19 +122,36 @@ def section_drain(bench: Bench) -> dict[str, Any]:
     env = bench.env()
     out: dict[str, Any] = {"n": n, "prepare_us": measure_prepare(bench)}
 
-    # The stream design, as shipped (the default mapping file): the backlog sits in the inbox;
-    # time from the worker being ready.
-    out["design"] = _drain_streams(
-        bench, n, "drain", lambda: celery_worker(env, bench.log("drain-worker.log"), name="drain"), out
-    )
-    # The same with the hand-written table in place of the mapping engine, in the same run.
-    out["table"] = _drain_streams(
-        bench, n, "table", lambda: table_worker(env, bench.log("table-worker.log")), {}
-    )
+    # The stream design, as shipped (the default mapping file), and the same worker with the
+    # hand-written table in place of the mapping engine, in the same run. Each runs twice,
+    # alternately, and the better run of each counts: on a shared 2-core machine one run can
+    # lose several percent to a neighbour, which is the size of the difference being measured.
+    runs: dict[str, list[dict[str, Any]]] = {"design": [], "table": []}
+    for _ in range(DRAIN_ROUNDS):
+        runs["design"].append(
+            _drain_streams(
+                bench,
+                n,
+                "drain",
+                lambda: celery_worker(env, bench.log("drain-worker.log"), name="drain"),
+                out,
+            )
+        )
+        runs["table"].append(
+            _drain_streams(bench, n, "table", lambda: table_worker(env, bench.log("table-worker.log")), {})
+        )
+    for label, tries in runs.items():
+        out[label] = max(tries, key=lambda run: run["events_per_s"])
+        out[label]["rounds"] = [run["events_per_s"] for run in tries]
     out["mapping_ratio"] = (
         out["design"]["events_per_s"] / out["table"]["events_per_s"]
         if out["table"]["events_per_s"]
         else float("nan")
+    )
+    print(
+        f"  drain: default mapping file / hand-written table {out['mapping_ratio']:.2f}"
+        f" (best of {DRAIN_ROUNDS} each: {out['design']['rounds']} vs {out['table']['rounds']})",
+        flush=True,
     )
 
     # One task per push: the backlog is N Celery messages, published the way a receiver would.

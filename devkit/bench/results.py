@@ -78,12 +78,18 @@ def _drain_rows(d: dict[str, Any], rows: list[Row]) -> None:
     value = f"{_n(de['events_per_s'])} ev/s ({de['events']:,} in {de['seconds']:.1f} s;"
     value += f" {_n(de['steady_events_per_s'])}/s after the first)"
     rows.append(
-        Row("drain", "streams, default mapping file: 1 worker, 2 processes", value, ">= 5,000 ev/s", ok)
+        Row(
+            "drain",
+            "streams, default mapping file: 1 worker, 2 processes, better of two",
+            value,
+            ">= 5,000 ev/s",
+            ok,
+        )
     )
     if "table" in d:
         ta = d["table"]
         value = f"{_n(ta['events_per_s'])} ev/s ({ta['events']:,} in {ta['seconds']:.1f} s)"
-        rows.append(Row("drain", "streams, hand-written table (same run)", value))
+        rows.append(Row("drain", "streams, hand-written table (same run, better of two)", value))
         ratio = d["mapping_ratio"]
         rows.append(
             Row(
