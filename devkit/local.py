@@ -19,6 +19,7 @@ def local_settings(redis_url: str, sandbox_url: str, **overrides: Any) -> Settin
         "redis_url": redis_url,
         "aep_streaming_url": f"{sandbox_url}/collection/{SANDBOX.inlet_id}",
         "aep_ims_url": f"{sandbox_url}/ims/token/v3",
+        "aep_platform_url": sandbox_url,
         "aep_client_id": SANDBOX.client_id,
         "aep_client_secret": SANDBOX.client_secret,
         "aep_org_id": SANDBOX.org_id,

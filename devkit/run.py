@@ -42,8 +42,8 @@ PR_SET_PDEATHSIG = 1
 
 #: The settings that point rainbridge at the sandbox instead of AEP.
 SANDBOX_AEP = (
-    "AEP_STREAMING_URL", "AEP_IMS_URL", "AEP_CLIENT_ID", "AEP_CLIENT_SECRET", "AEP_ORG_ID",
-    "AEP_DATASET_ID", "AEP_SCHEMA_ID", "AEP_TENANT_ID",
+    "AEP_STREAMING_URL", "AEP_IMS_URL", "AEP_PLATFORM_URL", "AEP_CLIENT_ID", "AEP_CLIENT_SECRET",
+    "AEP_ORG_ID", "AEP_DATASET_ID", "AEP_SCHEMA_ID", "AEP_TENANT_ID",
 )  # fmt: skip
 
 

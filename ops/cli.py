@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from ops import dlq, mapping
+from ops import aep, dlq, mapping
 from shared import redisconn, status
 from shared.settings import ConfigError, Role, Settings, load_or_exit
 
@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("check", help="check the configuration and Redis; exit non-zero on a problem")
     dlq.add_parser(sub)
     mapping.add_parser(sub)
+    aep.add_parser(sub)
     sub.add_parser(
         "sandbox", help="run the local AEP stand-in (see rainbridge sandbox --help)", add_help=False
     )
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         return dlq.run(args)
     if args.command == "mapping":
         return mapping.run(args)
+    if args.command == "aep":
+        return aep.run(args)
     settings = load_or_exit()
     client = redisconn.connect(settings)
     try:
@@ -120,6 +123,7 @@ def check() -> int:
         return 1
     if settings.aep_streaming_url:
         failures += _check_aep(settings, client)
+    failures += _check_schema(settings)
     print("verdict: " + ("OK" if not failures else f"{failures} problem(s)"))
     return 1 if failures else 0
 
@@ -167,6 +171,35 @@ def _check_aep(settings: Settings, client: redis.Redis) -> int:
         return 0
     print(f"FAIL  AEP inlet answered {resp.status_code}: {resp.text[:200]}")
     return 1
+
+
+def _check_schema(settings: Settings) -> int:
+    """Compare AEP's schema (AEP_SCHEMA_ID) with what the mapping writes; returns the failures."""
+    import requests  # noqa: PLC0415 - only this check talks to the Platform API
+
+    from worker import mapfile  # noqa: PLC0415
+    from worker.errors import PipelineError  # noqa: PLC0415
+
+    if not (settings.aep_credentials and settings.aep_schema_id and settings.aep_tenant_id):
+        print(
+            "skip  schema comparison (needs AEP_CLIENT_ID, AEP_CLIENT_SECRET, AEP_SCHEMA_ID, AEP_TENANT_ID)"
+        )
+        return 0
+    try:
+        mapping = mapfile.for_settings(settings)
+    except mapfile.MappingError:
+        return 0  # already reported by the mapping check
+    try:
+        with requests.Session() as session:
+            problems = aep.live_schema_problems(settings, mapping, session)
+    except (aep.AdobeError, PipelineError) as exc:
+        print(f"FAIL  schema {settings.aep_schema_id}: {exc}")
+        return 1
+    for problem in problems:
+        print(f"FAIL  schema: {problem}")
+    if not problems:
+        print(f"ok    schema {settings.aep_schema_id} has every field the mapping writes, with its type")
+    return len(problems)
 
 
 def _drain_line(stage: str, drain: dict[str, Any]) -> str:

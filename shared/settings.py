@@ -50,6 +50,7 @@ class Settings:
 
     aep_streaming_url: str | None = None
     aep_ims_url: str = "https://ims-na1.adobelogin.com/ims/token/v3"
+    aep_platform_url: str = "https://platform.adobe.io"
     aep_client_id: str | None = None
     aep_client_secret: str | None = field(default=None, repr=False)
     aep_scopes: tuple[str, ...] = DEFAULT_SCOPES
@@ -290,6 +291,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "receiver_body_timeout_seconds": _float_in(0.5, 3600),
     "aep_streaming_url": _streaming_url,
     "aep_ims_url": _url("https", "http"),
+    "aep_platform_url": _url("https", "http"),
     "aep_scopes": _csv,
     "aep_tenant_id": _tenant,
     "aep_payload_mode": _choice("xdm", "raw"),

@@ -105,28 +105,32 @@ class TokenCache:
         return token
 
     def _mint(self) -> AccessToken:
-        s = self._settings
-        form = {
-            "client_id": s.aep_client_id or "",
-            "client_secret": s.aep_client_secret or "",
-            "grant_type": "client_credentials",
-            "scope": ",".join(s.aep_scopes),
-        }
-        started = time.time()
-        try:
-            resp = self._session.post(s.aep_ims_url, data=form, timeout=s.aep_timeout_seconds)
-        except requests.RequestException as exc:
-            raise AepUnavailable(f"Adobe IMS unreachable: {type(exc).__name__}") from None
-        if resp.status_code in (400, 401, 403):
-            raise AepMisconfigured(f"Adobe IMS refused the client ({resp.status_code}): {resp.text[:300]}")
-        if resp.status_code != 200:
-            raise AepUnavailable(f"Adobe IMS answered {resp.status_code}")
-        try:
-            data = resp.json()
-            value = str(data["access_token"])
-            lifetime = float(data["expires_in"])  # seconds (IMS v3)
-        except (ValueError, KeyError, TypeError):
-            raise AepUnavailable("Adobe IMS answered 200 without access_token/expires_in") from None
-        metrics.inc(metrics.TOKENS_MINTED)
-        log.info("minted a new AEP access token, valid for %d s", lifetime)
-        return AccessToken(value, started + lifetime, started + lifetime * RENEW_AT_SHARE)
+        return mint(self._settings, self._session)
+
+
+def mint(s: Settings, session: requests.Session) -> AccessToken:
+    """A new access token from Adobe IMS for the configured client (no caching: see TokenCache)."""
+    form = {
+        "client_id": s.aep_client_id or "",
+        "client_secret": s.aep_client_secret or "",
+        "grant_type": "client_credentials",
+        "scope": ",".join(s.aep_scopes),
+    }
+    started = time.time()
+    try:
+        resp = session.post(s.aep_ims_url, data=form, timeout=s.aep_timeout_seconds)
+    except requests.RequestException as exc:
+        raise AepUnavailable(f"Adobe IMS unreachable: {type(exc).__name__}") from None
+    if resp.status_code in (400, 401, 403):
+        raise AepMisconfigured(f"Adobe IMS refused the client ({resp.status_code}): {resp.text[:300]}")
+    if resp.status_code != 200:
+        raise AepUnavailable(f"Adobe IMS answered {resp.status_code}")
+    try:
+        data = resp.json()
+        value = str(data["access_token"])
+        lifetime = float(data["expires_in"])  # seconds (IMS v3)
+    except (ValueError, KeyError, TypeError):
+        raise AepUnavailable("Adobe IMS answered 200 without access_token/expires_in") from None
+    metrics.inc(metrics.TOKENS_MINTED)
+    log.info("minted a new AEP access token, valid for %d s", lifetime)
+    return AccessToken(value, started + lifetime, started + lifetime * RENEW_AT_SHARE)

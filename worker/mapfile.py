@@ -721,8 +721,12 @@ RELOAD_CHECK_SECONDS = 2.0
 
 def for_settings(settings: Settings) -> Mapping:
     """The mapping ``settings`` name (MAPPING_FILE, else the default), tenant resolved; MappingError."""
-    mapping = load(settings.mapping_file) if settings.mapping_file else default(settings.identity_namespace)
-    return mapping.resolve(settings.aep_tenant_id or "tenant")
+    return unresolved_for_settings(settings).resolve(settings.aep_tenant_id or "tenant")
+
+
+def unresolved_for_settings(settings: Settings) -> Mapping:
+    """The mapping ``settings`` name, its destinations still under ``_{tenant}``; MappingError."""
+    return load(settings.mapping_file) if settings.mapping_file else default(settings.identity_namespace)
 
 
 def config_error(exc: MappingError) -> ConfigError:

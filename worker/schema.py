@@ -251,3 +251,33 @@ def _checked(spec: dict[str, Any]) -> dict[str, Any]:
     elif spec.get("format") == "date":
         out["pattern"] = _DATE
     return out
+
+
+def tenant_properties(mapping: Mapping, tenant: str) -> dict[str, Any]:
+    """The fields ``mapping`` writes under ``_<tenant>``, nested as a field group's ``properties``."""
+    return _tenant_properties(_all_rules(mapping), f"_{tenant}")
+
+
+def differences(wanted: dict[str, Any], live: dict[str, Any], where: str) -> tuple[list[str], list[str]]:
+    """Fields of ``wanted`` that ``live`` lacks, and those it types differently (dotted paths, with why)."""
+    missing: list[str] = []
+    mistyped: list[str] = []
+    for name, spec in wanted.items():
+        path = f"{where}.{name}"
+        have = live.get(name)
+        if not isinstance(have, dict):
+            missing.append(path)
+        elif spec.get("type") == "object":
+            if have.get("type") != "object":
+                mistyped.append(f"{path} is {_type_name(have)} in AEP, the mapping writes an object there")
+                continue
+            more_missing, more_mistyped = differences(spec["properties"], have.get("properties") or {}, path)
+            missing += more_missing
+            mistyped += more_mistyped
+        elif (have.get("type"), have.get("format")) != (spec.get("type"), spec.get("format")):
+            mistyped.append(f"{path} is {_type_name(have)} in AEP, the mapping writes {_type_name(spec)}")
+    return missing, mistyped
+
+
+def _type_name(spec: dict[str, Any]) -> str:
+    return str(spec.get("format") or spec.get("type") or "untyped")

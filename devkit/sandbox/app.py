@@ -6,13 +6,14 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, Response, request
 
-from devkit.sandbox import ims
+from devkit.sandbox import ims, platform, xdm
 from devkit.sandbox.config import MAX_REQUEST_BYTES, PAGE_EVENTS, STATE_KEY, SandboxConfig
 from devkit.sandbox.faults import Faults, apply_fault_instructions, take_failure
 from devkit.sandbox.messages import inspect_message, message_ids
@@ -103,7 +104,9 @@ class _Handlers:
             spec = call.failure
             headers = {"Retry-After": spec["retry_after"]} if "retry_after" in spec else None
             return spec["status"], spec.get("body", error_body(spec["status"])), headers
-        if call.inlet_id != self.config.inlet_id:
+        with self.state.lock:
+            known = call.inlet_id == self.config.inlet_id or call.inlet_id in self.state.registry.inlets()
+        if not known:
             return 404, problem(404, "Not Found", f"inletId: [{call.inlet_id}] Inlet not found"), None
         if call.size > MAX_REQUEST_BYTES:
             return 413, problem(413, "Payload Too Large", f"{self._prefix(call)} Request is over 1MB"), None
@@ -155,13 +158,17 @@ class _Handlers:
             return faults.reject_status, error_body(faults.reject_status, rejected), None
         flow_id = request.headers.get("x-adobe-flow-id") or request.args.get("x-adobe-flow-id")
         wall_now = datetime.now(UTC)
+        conforms = self._schema_judge()
         outcomes: list[tuple[dict[str, Any] | None, int, str]] = []
         for message, hit in zip(messages, hits, strict=True):
             if hit:
                 outcomes.append((None, faults.reject_status, rejected))
-            else:
-                fields, error = inspect_message(message, flow_id, self.config, wall_now)
-                outcomes.append((fields, 400, f"{prefix} {error}"))
+                continue
+            fields, error = inspect_message(message, flow_id, self.config, wall_now)
+            if fields is not None and fields["kind"] == "xdm" and conforms is not None:
+                error = conforms(message)
+                fields = None if error else fields
+            outcomes.append((fields, 400, f"{prefix} {error}"))
         if not call.batch and outcomes[0][0] is None:
             _, status, text = outcomes[0]
             if status == 400:
@@ -173,6 +180,34 @@ class _Handlers:
             return 207, {**body, "responses": responses}, None
         body = {"inletId": call.inlet_id, "xactionId": batch_id, "receivedTimeMs": call.received_ms}
         return 200, {**body, "syncValidation": {"skipped": True}}, None
+
+    def _schema_judge(self) -> Callable[[dict[str, Any]], str | None] | None:
+        """With schemas registered here, a judge of each XDM message against its own; else None."""
+        with self.state.lock:
+            registry = self.state.registry
+            if not registry.schemas:
+                return None  # nothing registered: envelopes are checked, fields are not
+            checks = xdm.checks(registry, self.state.xdm_cache)
+            datasets = {i: str((d.get("schemaRef") or {}).get("id")) for i, d in registry.datasets.items()}
+
+        def judge(message: dict[str, Any]) -> str | None:
+            header = message["header"]
+            schema_id, dataset_id = header["schemaRef"]["id"], header["datasetId"]
+            check = checks.get(schema_id)
+            if check is None:
+                return f"Message has unknown xdm format: schema [{schema_id}] not found"
+            if dataset_id not in datasets:
+                return f"Message is invalid: dataset [{dataset_id}] not found"
+            if datasets[dataset_id] != schema_id:
+                return f"Message is invalid: schema [{schema_id}] is not the schema of dataset [{dataset_id}]"
+            problems = check(message["body"]["xdmEntity"])
+            if problems:
+                return f"Message is invalid: {len(problems)} schema violation(s) found: " + "; ".join(
+                    problems
+                )
+            return None
+
+        return judge
 
     def _record_events(
         self, call: _Call, messages: list[Any], outcomes: list[tuple[dict[str, Any] | None, int, str]]
@@ -265,6 +300,7 @@ def create_sandbox_app(config: SandboxConfig) -> Flask:
     app.extensions[STATE_KEY] = state
     handlers = _Handlers(state)
     app.before_request(handlers.require_basic_auth)
+    platform.add_routes(app, platform.Platform(state))
     app.add_url_rule("/ims/token/v3", "ims_token", lambda: ims.token(state), methods=["POST"])
     app.add_url_rule("/collection/<inlet_id>", view_func=handlers.collect_single, methods=["POST"])
     app.add_url_rule("/collection/batch/<inlet_id>", view_func=handlers.collect_batch, methods=["POST"])

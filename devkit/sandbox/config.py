@@ -23,6 +23,7 @@ class SandboxConfig:
     client_secret: str = "sandbox-secret"  # noqa: S105 - a published sandbox credential, not a secret
     inlet_id: str = "sandbox-inlet"
     org_id: str = "SANDBOX0000000000000000@AdobeOrg"
+    tenant_id: str = "acme"
     authenticated: bool = True
     token_ttl: int = 86399
     store_bodies: bool = True

@@ -9,6 +9,7 @@ from typing import Any
 
 from devkit.sandbox.config import SandboxConfig
 from devkit.sandbox.faults import Faults
+from devkit.sandbox.platform import Registry
 
 
 class SandboxState:
@@ -25,6 +26,9 @@ class SandboxState:
         self.tokens: dict[str, float] = {}
         self.tokens_minted = 0
         self.faults = Faults()
+        self.registry = Registry()
+        # Compiled schema checks, by schema and field-group versions: never stale, so never reset.
+        self.xdm_cache: dict[tuple[str, ...], Any] = {}
 
     def reset(self) -> None:
         """Forget events, requests, tokens, faults and counters (caller holds ``lock``)."""
@@ -34,6 +38,7 @@ class SandboxState:
         self.tokens = {}
         self.tokens_minted = 0
         self.faults = Faults()
+        self.registry = Registry()
 
     def next_transaction(self) -> int:
         """Return a number for the next request's xactionId/batchId."""
@@ -47,4 +52,5 @@ class SandboxState:
             "requests_by_status": dict(self.requests_by_status),
             "tokens_minted": self.tokens_minted,
             "faults": self.faults.describe(now),
+            "platform": self.registry.summary(),
         }
