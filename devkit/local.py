@@ -30,6 +30,16 @@ def local_settings(redis_url: str, sandbox_url: str, **overrides: Any) -> Settin
     return Settings(**(values | overrides))
 
 
+def setup_lines(output: str) -> dict[str, str]:
+    """The ``AEP_*=value`` lines ``rainbridge aep setup`` ends with, as a dict (unset ones left out)."""
+    found: dict[str, str] = {}
+    for line in output.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name.startswith("AEP_") and name.isupper() and value and not value.startswith(" "):
+            found[name] = value.strip()
+    return found
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """This process's environment with every rainbridge variable replaced by ``settings``."""
     names = {field.name.upper() for field in dataclasses.fields(settings)}

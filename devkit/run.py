@@ -26,7 +26,7 @@ import redis
 import requests
 
 from devkit import ports, procfs
-from devkit.local import local_settings, settings_env
+from devkit.local import local_settings, settings_env, setup_lines
 from devkit.redisbin import redis_server_binary
 from shared import keys, redisconn
 from shared.settings import Settings
@@ -272,6 +272,19 @@ def start_all(sup: Supervisor, env: dict[str, str]) -> list[str]:
         aep = settings_env(local_settings(env["REDIS_URL"], sandbox))
         env.update({name: aep[name] for name in SANDBOX_AEP})
         sup.wait_until("sandbox", lambda: _http_ok(f"{sandbox}/sandbox/stats"), "the AEP sandbox", timeout=20)
+        # As an operator would with AEP: the schema, dataset and dataflow, made by `aep setup`.
+        # The sandbox then validates every event against that schema.
+        made = subprocess.run(
+            [str(BIN / "rainbridge"), "aep", "setup", "--apply"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if made.returncode != 0:
+            problems = [line for line in made.stdout.splitlines() if line.startswith("FAIL")]
+            raise StartFailed("rainbridge aep setup failed: " + ("; ".join(problems) or made.stderr.strip()))
+        env.update(setup_lines(made.stdout))
         notes.append(f"AEP sandbox (events page) {sandbox}/")
 
     env.setdefault("RECEIVER_TOKENS", _secret("receiver-token"))

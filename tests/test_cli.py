@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from devkit import samples
+from devkit.local import setup_lines
 from ops.cli import main as rainbridge
 from shared import keys
 from shared.settings import Settings
@@ -46,11 +47,21 @@ def test_status_shows_depths_dead_letters_pause_and_token(
 
 
 def test_check_passes_against_a_durable_redis_and_the_sandbox(
-    env: Settings, redis_client: redis.Redis, sandbox: SandboxClient, capsys: pytest.CaptureFixture[str]
+    env: Settings,
+    redis_client: redis.Redis,
+    sandbox: SandboxClient,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The sandbox set up as the README says an operator sets up AEP.
+    assert rainbridge(["aep", "setup", "--apply"]) == 0
+    for name, value in setup_lines(capsys.readouterr().out).items():
+        monkeypatch.setenv(name, value)
+
     assert rainbridge(["check"]) == 0
     out = capsys.readouterr().out
     assert "ok    AEP token" in out and "ok    AEP inlet answers" in out
+    assert "ok    schema https://ns.adobe.com/acme/schemas/" in out
     assert "verdict: OK" in out
     assert env.aep_client_secret not in out and TOKEN not in out
 

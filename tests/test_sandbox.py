@@ -386,7 +386,16 @@ def test_reset_clears_everything(sandbox: SandboxServer) -> None:
     post_batch(sandbox.url, [envelope()])
     set_faults(sandbox.url, slow_ms=5)
     stats = requests.post(f"{sandbox.url}/sandbox/reset", timeout=TIMEOUT).json()
-    assert stats == {"events": 0, "requests": 0, "requests_by_status": {}, "tokens_minted": 0, "faults": {}}
+    nothing_made = {name: [] for name in ("field groups", "schemas", "descriptors", "datasets", "connections")}
+    nothing_made |= {"flows": [], "mapping sets": []}
+    assert stats == {
+        "events": 0,
+        "requests": 0,
+        "requests_by_status": {},
+        "tokens_minted": 0,
+        "faults": {},
+        "platform": nothing_made,
+    }
 
 
 def test_events_paging(sandbox: SandboxServer) -> None:

@@ -129,7 +129,11 @@ class Platform:
     def __init__(self, state: SandboxState) -> None:
         self.state = state
         self.config = state.config
-        self.registry: Registry = state.registry
+
+    @property
+    def registry(self) -> Registry:
+        """The state's registry (a reset replaces it)."""
+        return self.state.registry
 
     # --- the gateway --------------------------------------------------------------------------
 
