@@ -126,8 +126,8 @@ def receiver_url(settings: Settings, redis_client: redis.Redis, tmp_path: Path) 
 PROCESS_FIXTURES = {"pipeline", "receiver_url"}
 #: Modules whose every test starts processes of its own.
 PROCESS_MODULES = {
-    "test_crashes", "test_faults", "test_make_run", "test_mapping_reload", "test_overload", "test_sentinel",
-    "test_slow_clients", "test_soak", "test_user_commands",
+    "test_aep_end_to_end", "test_crashes", "test_faults", "test_make_run", "test_mapping_reload",
+    "test_overload", "test_sentinel", "test_slow_clients", "test_soak", "test_user_commands",
 }  # fmt: skip
 
 

@@ -386,7 +386,9 @@ def test_reset_clears_everything(sandbox: SandboxServer) -> None:
     post_batch(sandbox.url, [envelope()])
     set_faults(sandbox.url, slow_ms=5)
     stats = requests.post(f"{sandbox.url}/sandbox/reset", timeout=TIMEOUT).json()
-    nothing_made = {name: [] for name in ("field groups", "schemas", "descriptors", "datasets", "connections")}
+    nothing_made = {
+        name: [] for name in ("field groups", "schemas", "descriptors", "datasets", "connections")
+    }
     nothing_made |= {"flows": [], "mapping sets": []}
     assert stats == {
         "events": 0,
