@@ -600,7 +600,9 @@ def setup(settings: Settings, *, apply: bool, prefix: str, say: Callable[[str], 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``aep setup`` on the ``rainbridge`` command's subparsers."""
     parser = subparsers.add_parser(
-        "aep", help="set AEP up for rainbridge (schema, dataset, streaming dataflow)", description=__doc__
+        "aep",
+        help="set AEP up for rainbridge (schema, dataset, streaming dataflow)",
+        description=__doc__.splitlines()[0],
     )
     commands = parser.add_subparsers(dest="aep_command", required=True)
     p_setup = commands.add_parser(

@@ -334,3 +334,15 @@ def test_setup_refuses_to_retype_a_field_and_says_why(
     assert code == 1
     assert "AEP does not allow a field's type to change: _acme.session.length is integer in AEP" in out
     assert platform(sandbox)["schemas"] == ["rainbridge RainFocus events"]
+
+
+def test_the_sandbox_page_shows_what_was_set_up(
+    env: Settings, sandbox: SandboxClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = requests.get(f"{env.aep_platform_url}/", timeout=5).text
+    assert "Nothing set up through the Platform APIs" in before
+    assert run_setup(capsys, "--apply")[0] == 0
+
+    page = requests.get(f"{env.aep_platform_url}/", timeout=5).text
+
+    assert "schemas: rainbridge RainFocus events" in page and "flows: rainbridge RainFocus dataflow" in page

@@ -64,6 +64,14 @@ def render_page(config: SandboxConfig, counters: dict[str, Any], events: list[di
         )
     )
     faults = json.dumps(counters["faults"], sort_keys=True) if counters["faults"] else "none"
+    made = [(kind, names) for kind, names in counters.get("platform", {}).items() if names]
+    platform = (
+        "<p>Set up here (Platform APIs): "
+        + "; ".join(f"{esc(kind)}: {esc(', '.join(names))}" for kind, names in made)
+        + ". Events are validated against the registered schema.</p>"
+        if made
+        else "<p>Nothing set up through the Platform APIs: events are not checked against a schema.</p>"
+    )
     rows = []
     for event in events:
         message = event.get("message")
@@ -94,6 +102,6 @@ def render_page(config: SandboxConfig, counters: dict[str, Any], events: list[di
         '<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">'
         f"<title>AEP sandbox</title><style>{_PAGE_STYLE}</style></head><body>"
         f"<h1>AEP sandbox · inlet <code>{esc(config.inlet_id)}</code></h1>"
-        f'<div class="counters">{boxes}</div><p>Faults: <code>{esc(faults)}</code></p>'
+        f'<div class="counters">{boxes}</div><p>Faults: <code>{esc(faults)}</code></p>{platform}'
         f"<p>Newest {PAGE_EVENTS} events first.</p>{table}</body></html>"
     )
