@@ -47,3 +47,5 @@ UNMAPPED_OVERFLOW = f"{PREFIX}:unmapped:overflow"
 
 #: Prefix of the per-stage tick leases that let one worker of the fleet start each stage per second.
 TICK_PREFIX = f"{PREFIX}:tick:"
+#: The fleet-wide AEP rate cap's bucket (worker/ratecap.py).
+RATE_CAP = f"{PREFIX}:ratecap"

@@ -78,6 +78,11 @@ AEP_SECONDS = Definition(
 RETRIES = Definition("rainbridge_aep_retries", "Messages handed back for another delivery attempt", "counter")
 PAUSE_SECONDS = Definition("rainbridge_aep_pause_seconds", "Delivery pause time set, fleet-wide", "counter")
 DEADLETTERS = Definition("rainbridge_deadletters", "Pushes dead-lettered, by reason", "counter", ("reason",))
+RATE_CAP_WAIT_SECONDS = Definition(
+    "rainbridge_aep_rate_cap_wait_seconds",
+    "Time deliveries waited for AEP_MAX_MESSAGES_PER_SECOND",
+    "counter",
+)
 TOKENS_MINTED = Definition("rainbridge_aep_tokens_minted", "Access tokens minted from Adobe IMS", "counter")
 MAPPING_RELOADS = Definition(
     "rainbridge_mapping_reloads",
@@ -88,7 +93,7 @@ MAPPING_RELOADS = Definition(
 
 DEFINITIONS = (
     REQUESTS, ACK_SECONDS, PUSHES_RECEIVED, ENQUEUE_FAILURES, PUSHES, BATCHES, BATCH_SIZE, AEP_RESPONSES,
-    AEP_SECONDS, RETRIES, PAUSE_SECONDS, DEADLETTERS, TOKENS_MINTED, MAPPING_RELOADS,
+    AEP_SECONDS, RETRIES, PAUSE_SECONDS, DEADLETTERS, TOKENS_MINTED, MAPPING_RELOADS, RATE_CAP_WAIT_SECONDS,
 )  # fmt: skip
 
 

@@ -30,6 +30,11 @@ class ConfigError(Exception):
     """A configuration value is missing or malformed; the message names the variable."""
 
 
+#: Under AEP_MAX_MESSAGES_PER_SECOND, the share of a second's worth one request carries, which is
+#: also the burst the fleet's bucket allows (worker/ratecap.py).
+RATE_CAP_SLICE_SECONDS = 0.025
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything rainbridge reads from its environment (the README's Configuration table), already parsed."""
@@ -68,6 +73,7 @@ class Settings:
     mapping_file: str | None = None
 
     aep_batch_max_messages: int = 200
+    aep_max_messages_per_second: float | None = None
     aep_batch_max_bytes: int = 900_000
     aep_batch_max_wait_ms: int = 1000
 
@@ -108,7 +114,13 @@ class Settings:
     @property
     def messages_per_request(self) -> int:
         """How many messages one AEP request carries at most: one in raw mode (the single inlet)."""
-        return 1 if self.sends_raw else self.aep_batch_max_messages
+        if self.sends_raw:
+            return 1
+        if self.aep_max_messages_per_second:
+            # Under a cap a request carries a slice of a second's worth (worker/ratecap.py).
+            slice_of = max(1, int(self.aep_max_messages_per_second * RATE_CAP_SLICE_SECONDS))
+            return min(self.aep_batch_max_messages, slice_of)
+        return self.aep_batch_max_messages
 
     @property
     def uses_sentinel(self) -> bool:
@@ -298,6 +310,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "aep_timeout_seconds": _float_in(0.5, 120),
     "identity_namespace": _choice("Email", "Email_LC_SHA256"),
     "aep_batch_max_messages": _int_in(1, 10_000),
+    "aep_max_messages_per_second": _float_in(1, 100_000),
     "aep_batch_max_bytes": _int_in(10_000, 1_000_000),  # AEP refuses requests over 1 MB
     "aep_batch_max_wait_ms": _int_in(0, 600_000),
     "dedupe_ttl_seconds": _int_in(60, 10 * 365 * 24 * 3600),

@@ -26,7 +26,7 @@ import redis
 from shared import deadletter, keys, metrics
 from shared.records import LetterRecord, OutboxRecord, script_header
 from shared.settings import Settings
-from worker import pause, scripts, streams
+from worker import pause, ratecap, scripts, streams
 from worker.aep import AepClient, Outcome, send
 from worker.batch import Batch, Batcher
 
@@ -88,6 +88,7 @@ def run(
     """Deliver outbox batches until idle or out of time, finishing any batch already read."""
     batcher = Batcher(client, settings, consumer)
     settle = Settler(client, settings)
+    cap = ratecap.for_settings(client, settings)
     summary = DeliverSummary()
     claim_ms = settings.pending_claim_seconds * 1000
     deadline = time.monotonic() + budget_s
@@ -112,6 +113,8 @@ def run(
             release(batch.entries + batcher.held)
             batcher.held = []
             continue
+        if cap is not None:
+            cap.take(len(batch.entries))  # the fleet's share of AEP_MAX_MESSAGES_PER_SECOND
         outcome = send(aep, settings, batch.entries)
         _settle_outcome(client, settings, settle, batch, outcome, summary=summary, release=release)
         if outcome.stop:
