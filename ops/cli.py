@@ -61,7 +61,7 @@ def show_status(client: redis.Redis, *, as_json: bool) -> int:
     state = status.collect(client)
     if as_json:
         print(json.dumps(state, indent=2))
-        return 0
+        return 1 if any(drain["stalled"] for drain in state["drains"].values()) else 0
     print(f"{'stream':<10} {'depth':>8} {'pending':>8} {'consumers':>9} {'oldest age':>12}")
     for name in ("inbox", "outbox"):
         s = state[name]
@@ -86,7 +86,16 @@ def show_status(client: redis.Redis, *, as_json: bool) -> int:
             else "none cached"
         )
     )
-    return 0
+    recent = state["delivery_latency"]
+    if recent["events"]:
+        print(
+            f"delivery latency, receipt to AEP (last {recent['minutes']} min, {recent['events']} events):"
+            f" p50 {recent['p50_seconds']}s, p99 {recent['p99_seconds']}s"
+        )
+    else:
+        print(f"delivery latency: nothing delivered in the last {recent['minutes']} min")
+    # A script (or a health check) can tell a stalled pipeline from the exit status alone.
+    return 1 if any(drain["stalled"] for drain in state["drains"].values()) else 0
 
 
 def check() -> int:

@@ -47,5 +47,7 @@ UNMAPPED_OVERFLOW = f"{PREFIX}:unmapped:overflow"
 
 #: Prefix of the per-stage tick leases that let one worker of the fleet start each stage per second.
 TICK_PREFIX = f"{PREFIX}:tick:"
+#: Per-minute counts of the delivery-latency histogram, ``<prefix><minute since epoch>`` (15 min).
+METRICS_MINUTE_PREFIX = f"{PREFIX}:metrics:minute:"
 #: The fleet-wide AEP rate cap's bucket (worker/ratecap.py).
 RATE_CAP = f"{PREFIX}:ratecap"

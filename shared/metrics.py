@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,6 +28,9 @@ from shared import keys, status
 log = logging.getLogger(__name__)
 
 METRICS = f"{keys.PREFIX}:metrics"
+#: Per-minute copies of windowed histograms: tally names ``@<minute>@<field>``, kept this long.
+WINDOW_MARK = "@"
+WINDOW_KEEP_SECONDS = 15 * 60
 FLUSH_SECONDS = 1.0
 
 
@@ -40,9 +43,13 @@ class Definition:
     kind: Literal["counter", "histogram"]
     labels: tuple[str, ...] = ()
     buckets: tuple[float, ...] = ()
+    #: Also counted per minute (kept 15 minutes), so ``rainbridge status`` can show recent percentiles.
+    windowed: bool = False
 
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: From a push's receipt to AEP: sub-second normally, minutes to hours through an outage.
+LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0)
 
 REQUESTS = Definition(
     "rainbridge_receiver_requests",
@@ -84,6 +91,27 @@ RATE_CAP_WAIT_SECONDS = Definition(
     "counter",
 )
 TOKENS_MINTED = Definition("rainbridge_aep_tokens_minted", "Access tokens minted from Adobe IMS", "counter")
+TOKEN_FAILURES = Definition(
+    "rainbridge_aep_token_failures",
+    "Attempts to mint an access token that failed, by kind",
+    "counter",
+    ("kind",),
+)
+DELIVERY_LATENCY = Definition(
+    "rainbridge_delivery_latency_seconds",
+    "From the receiver's save (XADD to the inbox) to AEP's acceptance, per event",
+    "histogram",
+    (),
+    LAG_BUCKETS,
+    windowed=True,
+)
+STAGE_SECONDS = Definition(
+    "rainbridge_stage_seconds",
+    "Time per event in each stage: inbox_wait, ingest, outbox_wait, delivery",
+    "histogram",
+    ("stage",),
+    LAG_BUCKETS,
+)
 MAPPING_RELOADS = Definition(
     "rainbridge_mapping_reloads",
     "Changed MAPPING_FILEs loaded or refused by a worker",
@@ -93,7 +121,8 @@ MAPPING_RELOADS = Definition(
 
 DEFINITIONS = (
     REQUESTS, ACK_SECONDS, PUSHES_RECEIVED, ENQUEUE_FAILURES, PUSHES, BATCHES, BATCH_SIZE, AEP_RESPONSES,
-    AEP_SECONDS, RETRIES, PAUSE_SECONDS, DEADLETTERS, TOKENS_MINTED, MAPPING_RELOADS, RATE_CAP_WAIT_SECONDS,
+    AEP_SECONDS, RETRIES, PAUSE_SECONDS, DEADLETTERS, TOKENS_MINTED, TOKEN_FAILURES, MAPPING_RELOADS,
+    RATE_CAP_WAIT_SECONDS, DELIVERY_LATENCY, STAGE_SECONDS,
 )  # fmt: skip
 
 
@@ -133,13 +162,23 @@ class Recorder:
 
     def observe(self, definition: Definition, value: float, **labels: str) -> None:
         """Record one observation in a histogram."""
-        bucket = next((b for b in definition.buckets if value <= b), None)
-        self._add(
-            (
-                (_field(definition, labels, f"le={bucket if bucket is not None else '+Inf'}"), 1),
-                (_field(definition, labels, "sum"), value),
-            )
-        )
+        self.observe_many(definition, (value,), **labels)
+
+    def observe_many(self, definition: Definition, values: Iterable[float], **labels: str) -> None:
+        """Record observations in a histogram (one lock for all of them)."""
+        items: list[tuple[str, float]] = []
+        total = 0.0
+        minute = f"{WINDOW_MARK}{int(time.time() // 60)}{WINDOW_MARK}" if definition.windowed else ""
+        for value in values:
+            bucket = next((b for b in definition.buckets if value <= b), None)
+            field = _field(definition, labels, f"le={bucket if bucket is not None else '+Inf'}")
+            items.append((field, 1))
+            if minute:
+                items.append((minute + field, 1))
+            total += value
+        if items:
+            items.append((_field(definition, labels, "sum"), total))
+            self._add(tuple(items))
 
     def _add(self, items: tuple[tuple[str, float], ...]) -> None:
         with self._lock:
@@ -172,7 +211,11 @@ class Recorder:
         try:
             with self._client.pipeline(transaction=False) as pipe:
                 for name, value in tally.items():
-                    if float(value).is_integer():
+                    if name.startswith(WINDOW_MARK):
+                        _, minute, field = name.split(WINDOW_MARK, 2)
+                        pipe.hincrby(keys.METRICS_MINUTE_PREFIX + minute, field, int(value))
+                        pipe.expire(keys.METRICS_MINUTE_PREFIX + minute, WINDOW_KEEP_SECONDS)
+                    elif float(value).is_integer():
                         pipe.hincrby(METRICS, name, int(value))
                     else:
                         pipe.hincrbyfloat(METRICS, name, value)
@@ -192,6 +235,7 @@ class Recorder:
 RECORDER = Recorder()
 inc = RECORDER.inc
 observe = RECORDER.observe
+observe_many = RECORDER.observe_many
 
 
 class _RedisCollector(Collector):
@@ -270,7 +314,20 @@ def _gauges(state: dict[str, Any]) -> Iterator[Metric]:
     )
     for digest, entry in state["mappings"].items():
         running.add_metric([digest], entry["processes"])
-    yield from (depth, pending, age, letters, paused, drains, stalled, unmapped, running)
+    token = GaugeMetricFamily(
+        "rainbridge_aep_token_expires_in_seconds",
+        "Seconds left on the shared AEP access token (absent: none cached)",
+    )
+    if state["aep_token"] is not None:
+        token.add_metric([], state["aep_token"]["expires_in_seconds"])
+    memory = state["redis_memory"]
+    used = GaugeMetricFamily("rainbridge_redis_used_memory_bytes", "Redis used_memory")
+    used.add_metric([], memory["used_bytes"])
+    most = GaugeMetricFamily(
+        "rainbridge_redis_maxmemory_bytes", "Redis maxmemory (0: none); the receiver refuses pushes at 90%"
+    )
+    most.add_metric([], memory["max_bytes"])
+    yield from (depth, pending, age, letters, paused, drains, stalled, unmapped, running, token, used, most)
 
 
 def render(client: redis.Redis) -> bytes:

@@ -71,6 +71,49 @@ def _stream(client: redis.Redis, stream: str, group: str, now_ms: int) -> dict[s
     }
 
 
+#: The delivery-latency histogram's name, as the per-minute counts spell their fields.
+_LATENCY = "rainbridge_delivery_latency_seconds"
+
+
+def latency(client: redis.Redis, now_ms: int, minutes: int = 5) -> dict[str, Any]:
+    """p50 and p99 of receipt-to-AEP latency over the last ``minutes`` (from per-minute counts)."""
+    now_minute = now_ms // 60_000
+    with client.pipeline(transaction=False) as pipe:
+        for minute in range(now_minute - minutes + 1, now_minute + 1):
+            pipe.hgetall(f"{keys.METRICS_MINUTE_PREFIX}{minute}")
+        tallies = cast(list[dict[str, str]], pipe.execute())
+    counts: dict[float, int] = {}
+    for tally in tallies:
+        for field, value in tally.items():
+            name, _, suffix = field.split("|", 2)
+            if name == _LATENCY and suffix.startswith("le="):
+                bound = float(suffix[3:])  # "+Inf" parses as inf
+                counts[bound] = counts.get(bound, 0) + int(value)
+    total = sum(counts.values())
+    return {
+        "minutes": minutes,
+        "events": total,
+        "p50_seconds": _quantile(counts, total, 0.50),
+        "p99_seconds": _quantile(counts, total, 0.99),
+    }
+
+
+def _quantile(counts: dict[float, int], total: int, q: float) -> float | None:
+    # As Prometheus's histogram_quantile: linear within the bucket that holds the rank.
+    if not total:
+        return None
+    rank, seen, lower = q * total, 0, 0.0
+    for bound in sorted(counts):
+        if seen + counts[bound] >= rank:
+            if bound == float("inf"):
+                return lower
+            share = (rank - seen) / counts[bound] if counts[bound] else 0.0
+            return round(lower + (bound - lower) * share, 3)
+        seen += counts[bound]
+        lower = bound
+    return lower
+
+
 def collect(client: redis.Redis) -> dict[str, Any]:
     """Everything ``rainbridge status`` shows, as plain data (no secrets)."""
     now_ms = int(time.time() * 1000)
@@ -95,4 +138,11 @@ def collect(client: redis.Redis) -> dict[str, Any]:
         "drains": drains(client, now_ms),
         "mappings": mappings(client, now_ms),
         "unmapped_paths": int(client.hlen(keys.UNMAPPED)),
+        "delivery_latency": latency(client, now_ms),
+        "redis_memory": _memory(client),
     }
+
+
+def _memory(client: redis.Redis) -> dict[str, int]:
+    info = client.info("memory")
+    return {"used_bytes": int(info.get("used_memory", 0)), "max_bytes": int(info.get("maxmemory", 0))}

@@ -33,12 +33,14 @@ def test_status_shows_depths_dead_letters_pause_and_token(
         redis_client.xadd(keys.INBOX, {"push": json.dumps(samples.push()), "receipt": "r"})
     pause.pause(redis_client, pause.now_ms() + 60_000, "test")
 
-    assert rainbridge(["status"]) == 0
+    # No worker has run here, so the drains are STALLED: status says so and exits 1
+    assert rainbridge(["status"]) == 1
     out = capsys.readouterr().out
+    assert "STALLED" in out.split("drains:")[1].split("\n")[0]
     assert "inbox" in out and "dead letters: 1 (invalid_payload: 1)" in out
     assert "PAUSED until" in out
 
-    assert rainbridge(["status", "--json"]) == 0
+    assert rainbridge(["status", "--json"]) == 1
     state = json.loads(capsys.readouterr().out)
     assert state["inbox"]["depth"] == 3
     assert state["deadletters"]["by_reason"] == {"invalid_payload": 1}

@@ -76,9 +76,45 @@ def test_metrics_after_real_traffic_add_up(
     assert value(m, "rainbridge_aep_batch_messages_sum") == 42
     assert value(m, "rainbridge_aep_request_seconds_count") == batches
     assert value(m, "rainbridge_aep_tokens_minted_total") == sandbox.stats()["tokens_minted"] == 1
+    # Each delivered event's time from receipt to AEP, and in each stage
+    assert value(m, "rainbridge_delivery_latency_seconds_count") == 42
+    latency_sum = value(m, "rainbridge_delivery_latency_seconds_sum")
+    assert 0 < latency_sum < 42 * 30
+    assert value(m, "rainbridge_stage_seconds_count", stage="inbox_wait") == stored
+    assert value(m, "rainbridge_stage_seconds_count", stage="ingest") == stored
+    assert value(m, "rainbridge_stage_seconds_count", stage="outbox_wait") == 42
+    assert value(m, "rainbridge_stage_seconds_count", stage="delivery") == 42
+    stages = sum(
+        value(m, "rainbridge_stage_seconds_sum", stage=stage) for stage in ("outbox_wait", "delivery")
+    )
+    assert stages <= latency_sum  # the last two stages are part of the whole
+    assert value(m, "rainbridge_aep_token_expires_in_seconds") > 0
+    assert value(m, "rainbridge_redis_used_memory_bytes") > 0
     # Gauges read from Redis at scrape time
     assert value(m, "rainbridge_queue_depth", stream="inbox") == 0
     assert value(m, "rainbridge_queue_depth", stream="outbox") == 0
     assert value(m, "rainbridge_aep_paused") == 0
     # No secret inlet id in any label
     assert INLET not in requests.get(f"{receiver_url}/metrics", timeout=5).text
+
+
+def test_status_shows_the_latency_percentiles_of_the_last_minutes(redis_client: redis.Redis) -> None:
+    from shared import metrics, status  # noqa: PLC0415
+
+    # Given 90 events delivered in 0.1-0.25 s, 9 in 1-2 s and one after 5-10 s, this minute
+    recorder = metrics.Recorder()
+    recorder.bind(redis_client)
+    recorder.observe_many(metrics.DELIVERY_LATENCY, [0.2] * 90 + [1.5] * 9 + [7.0])
+    recorder.flush()
+
+    recent = status.latency(redis_client, int(time.time() * 1000))
+
+    # Then the percentiles are read from the per-minute counts, as histogram_quantile would
+    assert recent["events"] == 100
+    assert 0.1 < recent["p50_seconds"] <= 0.25
+    assert 1.0 < recent["p99_seconds"] <= 2.0
+    # and the counts expire: only the last 15 minutes are kept
+    minute_keys = redis_client.keys("rainbridge:metrics:minute:*")
+    assert minute_keys and all(0 < redis_client.ttl(key) <= 15 * 60 for key in minute_keys)
+    # and nothing in the last 5 minutes says so
+    assert status.latency(redis_client, int(time.time() * 1000) + 10 * 60_000)["events"] == 0

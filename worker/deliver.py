@@ -115,8 +115,10 @@ def run(
             continue
         if cap is not None:
             cap.take(len(batch.entries))  # the fleet's share of AEP_MAX_MESSAGES_PER_SECOND
+        sent_ms = time.time() * 1000
         outcome = send(aep, settings, batch.entries)
         _settle_outcome(client, settings, settle, batch, outcome, summary=summary, release=release)
+        _observe_lag(outcome.accepted, sent_ms)
         if outcome.stop:
             release(batcher.held)
             batcher.held = []
@@ -135,6 +137,21 @@ def run(
             summary.retrying,
         )
     return summary
+
+
+def _observe_lag(accepted: list[streams.Entry], sent_ms: float) -> None:
+    """Time each accepted event spent waiting in the outbox, in delivery, and from receipt to AEP."""
+    if not accepted:
+        return
+    now_ms = time.time() * 1000
+    metrics.observe_many(
+        metrics.STAGE_SECONDS, ((sent_ms - e.ms) / 1000 for e in accepted), stage="outbox_wait"
+    )
+    metrics.observe_many(
+        metrics.STAGE_SECONDS, ((now_ms - sent_ms) / 1000 for _ in accepted), stage="delivery"
+    )
+    received = (OutboxRecord.parse(e.fields, e.ms).received_ms for e in accepted)
+    metrics.observe_many(metrics.DELIVERY_LATENCY, ((now_ms - ms) / 1000 for ms in received))
 
 
 def _wait_out_pause(client: redis.Redis, deadline: float) -> bool:

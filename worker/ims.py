@@ -120,16 +120,20 @@ def mint(s: Settings, session: requests.Session) -> AccessToken:
     try:
         resp = session.post(s.aep_ims_url, data=form, timeout=s.aep_timeout_seconds)
     except requests.RequestException as exc:
+        metrics.inc(metrics.TOKEN_FAILURES, kind="unreachable")
         raise AepUnavailable(f"Adobe IMS unreachable: {type(exc).__name__}") from None
     if resp.status_code in (400, 401, 403):
+        metrics.inc(metrics.TOKEN_FAILURES, kind="refused")
         raise AepMisconfigured(f"Adobe IMS refused the client ({resp.status_code}): {resp.text[:300]}")
     if resp.status_code != 200:
+        metrics.inc(metrics.TOKEN_FAILURES, kind="error")
         raise AepUnavailable(f"Adobe IMS answered {resp.status_code}")
     try:
         data = resp.json()
         value = str(data["access_token"])
         lifetime = float(data["expires_in"])  # seconds (IMS v3)
     except (ValueError, KeyError, TypeError):
+        metrics.inc(metrics.TOKEN_FAILURES, kind="error")
         raise AepUnavailable("Adobe IMS answered 200 without access_token/expires_in") from None
     metrics.inc(metrics.TOKENS_MINTED)
     log.info("minted a new AEP access token, valid for %d s", lifetime)

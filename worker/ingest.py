@@ -157,8 +157,14 @@ def drain(
             if not entries:
                 break
         mapping = mappings.current() if mappings is not None else mapfile.cached_for_settings(settings)
+        started_ms = time.time() * 1000
         items = [prepare(entry, settings, mapping) for entry in entries]
         result = handoff(items)
+        took = (time.time() * 1000 - started_ms) / 1000
+        metrics.observe_many(
+            metrics.STAGE_SECONDS, ((started_ms - e.ms) / 1000 for e in entries), stage="inbox_wait"
+        )
+        metrics.observe_many(metrics.STAGE_SECONDS, (took for _ in entries), stage="ingest")
         ready_items = [item for item in items if isinstance(item, Ready)]
         unmapped.record(client, Counter(path for item in ready_items for path in item.unmapped))
         ready = len(ready_items)
