@@ -27,12 +27,24 @@ PAUSE = f"{PREFIX}:aep:pause"
 
 
 def seen(event_id: str) -> str:
-    """Dedupe key for an event, from its ``_id`` (SHA-256 hex of the transmissionId).
-
-    The first 32 hex digits (128 bits) keep the key short: these keys live for days and
-    there is one per event, so every byte counts.
-    """
+    """The per-event dedupe key earlier versions wrote (still honoured until it expires)."""
     return f"{PREFIX}:seen:{event_id[:32]}"
+
+
+#: The dedupe sets: ``<prefix><bucket number in hex>`` (worker/dedupe.py), and the sweep's cursor.
+DEDUPE_PREFIX = f"{PREFIX}:dedupe:"
+DEDUPE_SWEEP = f"{PREFIX}:dedupe-sweep"
+
+
+def dedupe_slot(event_id: str, buckets: int) -> tuple[str, bytes]:
+    """The dedupe set and member of an event: its 128-bit id, filed by its leading bits.
+
+    ``event_id`` is the SHA-256 hex of the transmissionId, so ids spread evenly over the sets;
+    the member is the whole 128 bits (16 bytes), so the set only files it and never decides.
+    """
+    bits = buckets.bit_length() - 1
+    bucket = int(event_id[:8], 16) >> (32 - bits) if bits else 0
+    return f"{DEDUPE_PREFIX}{bucket:x}", bytes.fromhex(event_id[:32])
 
 
 #: Hash of stage name -> when a drain of that stage last ran (epoch ms): the drains' heartbeat.

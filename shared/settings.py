@@ -78,6 +78,7 @@ class Settings:
     aep_batch_max_wait_ms: int = 1000
 
     dedupe_ttl_seconds: int = 7 * 24 * 3600
+    dedupe_buckets: int = 65536
     delivery_max_attempts: int = 200
     delivery_max_age_seconds: int = 6 * 3600
     delivery_backoff_cap_seconds: int = 120
@@ -216,6 +217,18 @@ def _int_in(low: int, high: int) -> Callable[[str, str], int]:
     return _number_in(int, "an integer", low, high)
 
 
+def _power_of_two(low: int, high: int) -> Callable[[str, str], int]:
+    within = _int_in(low, high)
+
+    def parse(name: str, raw: str) -> int:
+        value = within(name, raw)
+        if value & (value - 1):
+            _fail(name, f"must be a power of two ({low:,} to {high:,}), got {raw!r}")
+        return value
+
+    return parse
+
+
 def _float_in(low: float, high: float) -> Callable[[str, str], float]:
     return _number_in(float, "a number", low, high)
 
@@ -314,6 +327,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "aep_batch_max_bytes": _int_in(10_000, 1_000_000),  # AEP refuses requests over 1 MB
     "aep_batch_max_wait_ms": _int_in(0, 600_000),
     "dedupe_ttl_seconds": _int_in(60, 10 * 365 * 24 * 3600),
+    "dedupe_buckets": _power_of_two(256, 2**24),
     "delivery_max_attempts": _int_in(1, 10_000),
     "delivery_max_age_seconds": _int_in(60, 30 * 24 * 3600),
     "delivery_backoff_cap_seconds": _int_in(1, 3600),

@@ -55,9 +55,14 @@ def test_a_repeated_transmission_id_is_handed_off_once(redis_client: redis.Redis
 
     assert summary.repeats == 1
     assert len(outbox(redis_client)) == 1
-    assert redis_client.ttl(
-        keys.seen(json.loads(outbox(redis_client)[0]["message"])["body"]["xdmEntity"]["_id"])
-    ) > (settings.dedupe_ttl_seconds - 60)
+    # The id is remembered until the TTL, in its dedupe set, which lives an hour longer at most
+    event_id = json.loads(outbox(redis_client)[0]["message"])["body"]["xdmEntity"]["_id"]
+    bucket, member = keys.dedupe_slot(event_id, settings.dedupe_buckets)
+    forgotten_at = redis_client.zscore(bucket, member)
+    now = redis_client.time()[0]
+    assert forgotten_at is not None and abs(forgotten_at - (now + settings.dedupe_ttl_seconds)) <= 2
+    assert settings.dedupe_ttl_seconds < redis_client.ttl(bucket) <= settings.dedupe_ttl_seconds + 3600
+    assert dedupe.remembered(redis_client, settings, event_id)
 
 
 def test_a_replayed_push_bypasses_the_dedupe_drop_once(redis_client: redis.Redis, settings: Settings) -> None:

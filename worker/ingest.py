@@ -68,7 +68,7 @@ def prepare(
     try:
         push = validate(raw, require_email=mapping.needs_email)
         flat = mapfile.flatten(raw)
-        seen_key = keys.seen(event_id(push.transmission_id))
+        push_id = event_id(push.transmission_id)
         if settings.sends_raw:
             message = push_json  # AEP's Data Prep maps it: send it as it came
         else:
@@ -86,7 +86,7 @@ def prepare(
         return _rejected(entry, received_ms, raw, push_json, InternalError(repr(exc)), mapping=mapping.digest)
     return Ready(
         entry_id=entry.id,
-        seen_key=seen_key,
+        event_id=push_id,
         replay=record.replay,
         record=OutboxRecord(
             message=message,

@@ -9,7 +9,7 @@ from celery import Celery, Task
 
 from shared import deadletter, keys
 from shared.settings import Settings
-from worker import deliver, drains, ingest, mapfile, streams
+from worker import dedupe, deliver, drains, ingest, mapfile, streams
 from worker.resources import PerProcess, Resources
 
 #: How long one task drains (seconds).
@@ -73,7 +73,7 @@ def register(
 
     @app.task(name=drains.HOUSEKEEP_TASK)
     def housekeep() -> dict[str, Any]:
-        """Forget consumers of processes long gone; recount dead letters if their counts are off."""
+        """Forget gone consumers and mapping reports, recount dead letters, sweep expired dedupe ids."""
         client = resources.get().redis
         removed = {
             stream: streams.forget_idle_consumers(client, stream, group, idle_ms=CONSUMER_IDLE_MS)
@@ -81,9 +81,11 @@ def register(
         }
         recounted = deadletter.reconcile_counts(client)
         mappings_forgotten = mapfile.forget_gone(client, idle_ms=CONSUMER_IDLE_MS)
+        expired_ids = dedupe.sweep(client, settings)
         drains.record_run(client, "housekeep")
         return {
             "consumers_removed": removed,
             "deadletters_recounted": recounted,
             "mapping_reports_removed": mappings_forgotten,
+            "dedupe_ids_expired": expired_ids,
         }

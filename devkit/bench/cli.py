@@ -18,6 +18,7 @@ from typing import Any
 from devkit.bench.chart import draw_chart
 from devkit.bench.draining import publish_main, section_drain
 from devkit.bench.environment import Bench, loadavg
+from devkit.bench.fleet import section_dedupe, section_rate_cap
 from devkit.bench.latency import section_end_to_end
 from devkit.bench.loadgen import loadgen_main
 from devkit.bench.memory import section_memory
@@ -60,6 +61,10 @@ def run(plan: Plan, tracker: Tracker) -> dict[str, Any]:
         steps.append(("memory", lambda: section_memory(bench)))
     if "scrape" in plan.sections:
         steps.append(("scrape", lambda: section_scrape(bench)))
+    if "dedupe" in plan.sections:
+        steps.append(("dedupe", lambda: section_dedupe(bench)))
+    if "ratecap" in plan.sections:
+        steps.append(("ratecap", lambda: section_rate_cap(bench)))
     for name, step in steps:
         load = loadavg()
         print(f"[{name}] load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 from devkit.procs import ROOT
 from devkit.sandbox import SandboxConfig
 
-SECTIONS = ("receiver", "drain", "sustained", "batching", "memory", "scrape")
+SECTIONS = ("receiver", "drain", "sustained", "batching", "memory", "scrape", "dedupe", "ratecap")
 
 TOKEN = "bench-token-0123456789abcdef"  # noqa: S105 - the private receiver's only token
 

@@ -32,6 +32,8 @@ def rows_for(results: dict[str, Any]) -> list[Row]:
         ("e2e", "sustained", lambda e, out: _e2e_rows(e, out, "batching" in results["plan"]["sections"])),
         ("memory", "memory", _memory_rows),
         ("scrape", "scrape", _scrape_rows),
+        ("dedupe", "dedupe", _dedupe_rows),
+        ("ratecap", "ratecap", _rate_cap_rows),
     ]
     for key, label, build in builders:
         if key not in s:
@@ -157,6 +159,29 @@ def _scrape_rows(m: dict[str, Any], rows: list[Row]) -> None:
     value = f"{m['empty_ms']:.2f} ms / {m['full_ms']:.2f} ms"
     ok = m["full_ms"] <= 2 * m["empty_ms"] + 1
     rows.append(Row("scrape", f"/metrics, 0 / {m['letters']:,} dead letters", value, "about equal", ok))
+
+
+def _dedupe_rows(d: dict[str, Any], rows: list[Row]) -> None:
+    value = f"{d['bytes_per_id']:.1f} B (a key per id: {d['bytes_per_id_key_each']:.1f} B)"
+    rows.append(
+        Row(
+            "dedupe",
+            f"Redis per remembered id at {d['ids']:,} ids",
+            value,
+            "<= 60 B",
+            d["bytes_per_id"] <= 60,
+        )
+    )
+
+
+def _rate_cap_rows(r: dict[str, Any], rows: list[Row]) -> None:
+    cap = r["cap"]
+    ok = r["busiest_second"] <= cap * 1.1
+    value = f"busiest second {r['busiest_second']}, {r['events']:,} in {r['seconds']:.1f} s"
+    value += f" (the cap allows {r['implied_seconds']:.0f} s)"
+    rows.append(
+        Row("ratecap", f"2 workers, cap {cap}/s, {r['events']:,} queued", value, f"<= {cap * 1.1:.0f}/s", ok)
+    )
 
 
 def _memory_rows(m: dict[str, Any], rows: list[Row]) -> None:

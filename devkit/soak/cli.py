@@ -25,6 +25,7 @@ from devkit.soak.options import SANDBOX, TOKEN, Options, SoakError, parse_args
 from devkit.soak.stack import Stack
 from devkit.soak.traffic import Poster, Traffic
 from devkit.soak.verdict import explain_missing, judge, pipeline_state, render, wait_drained
+from shared.settings import Settings
 
 
 class Soak:
@@ -184,7 +185,12 @@ class Soak:
         }
         if verdict["missing"]:
             report["missing_detail"] = explain_missing(
-                verdict["missing"], ledger, self.client, injector, self.workdir
+                verdict["missing"],
+                ledger,
+                self.client,
+                injector,
+                self.workdir,
+                settings=Settings.from_env(self.stack.env),
             )
         return report
 

@@ -15,7 +15,9 @@ from devkit.sandbox.client import SandboxClient
 from devkit.soak.accounting import SoakLedger
 from devkit.soak.faults import Injector
 from devkit.soak.options import KILL_DEDUPE_SLACK, KILL_LOSS_AFTER, KILL_LOSS_BEFORE, MISSING_SHOWN
-from shared import deadletter, keys, status
+from shared import deadletter, status
+from shared.settings import Settings
+from worker import dedupe
 from worker.transform import event_id
 
 
@@ -97,7 +99,13 @@ def judge(
 
 
 def explain_missing(
-    tids: list[str], ledger: SoakLedger, client: redis.Redis, injector: Injector, workdir: Path
+    tids: list[str],
+    ledger: SoakLedger,
+    client: redis.Redis,
+    injector: Injector,
+    workdir: Path,
+    *,
+    settings: Settings,
 ) -> list[dict[str, Any]]:
     """For each missing push: when it was acknowledged, the faults around it, what Redis still knows."""
     receiver_log = [
@@ -110,7 +118,7 @@ def explain_missing(
         at = ledger.first_ack[tid] - ledger.started
         receipt = ledger.receipts.get(tid, "")
         try:
-            ingested: bool | None = bool(client.exists(keys.seen(event_id(tid))))
+            ingested: bool | None = dedupe.remembered(client, settings, event_id(tid))
         except redis.RedisError:
             ingested = None
         out.append(

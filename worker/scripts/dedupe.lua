@@ -1,0 +1,29 @@
+-- Remembering transmissionIds compactly (worker/dedupe.py): each event's 128-bit id is a member
+-- of one of DEDUPE_BUCKETS sorted sets, scored with the second it is forgotten. Small sets are
+-- stored by Redis as listpacks (about 30 bytes per id, where a key per id costs about 150).
+-- A member counts only until its score; writes trim a set's expired members, every set expires
+-- DEDUPE_TTL + 1 h after its last write, and housekeeping sweeps every set once an hour.
+local function now_seconds()
+  local t = redis.call('TIME')
+  return tonumber(t[1])
+end
+
+-- True if the id is new (or replayed), and then remembers it until now + ttl. `legacy` is the
+-- per-event key earlier versions wrote; it still counts until it expires by itself.
+local function claim(bucket, member, legacy, replay, now, ttl)
+  if replay ~= '1' then
+    local until_ = redis.call('ZSCORE', bucket, member)
+    if until_ and tonumber(until_) > now then return false end
+    if legacy ~= '' and redis.call('EXISTS', legacy) == 1 then return false end
+  end
+  redis.call('ZADD', bucket, now + ttl, member)
+  return true
+end
+
+-- After a batch of claims: drop the touched sets' expired members and push back their expiry.
+local function tidy(buckets, now, ttl)
+  for bucket in pairs(buckets) do
+    redis.call('ZREMRANGEBYSCORE', bucket, '-inf', now)
+    redis.call('EXPIRE', bucket, ttl + 3600)
+  end
+end
