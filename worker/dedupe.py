@@ -11,8 +11,8 @@ A claimed id is remembered for DEDUPE_TTL_SECONDS as a 16-byte member of one of 
 sorted sets, scored with the second it is forgotten (``scripts/dedupe.lua``). Sets of up to 128
 members are listpacks in Redis: about 30 bytes per id all told, against about 150 for a key per
 id. The member is the whole id, so the check is exact: a new id is never taken for a repeat.
-An id stops counting at its TTL; its bytes go at the next write to its set, at housekeeping's
-hourly sweep, or with the whole set an hour after the set's last write.
+An id stops counting at its TTL; its bytes go at housekeeping's hourly sweep of its set, or with
+the whole set an hour after the set's last write.
 """
 
 from __future__ import annotations
@@ -128,7 +128,4 @@ def remembered(client: redis.Redis, settings: Settings, event_id: str) -> bool:
 def sweep(client: redis.Redis, settings: Settings) -> int:
     """Drop expired ids from the next share of the sets (housekeeping); how many went."""
     count = max(1, int(settings.dedupe_buckets * SWEEP_SHARE))
-    first = int(client.incrby(keys.DEDUPE_SWEEP, count)) - count
-    first %= settings.dedupe_buckets
-    count = min(count, settings.dedupe_buckets - first)
-    return int(client.eval(_SWEEP, 0, keys.DEDUPE_PREFIX, first, count))
+    return int(client.eval(_SWEEP, 1, keys.DEDUPE_SWEEP, keys.DEDUPE_PREFIX, count, settings.dedupe_buckets))

@@ -1,8 +1,8 @@
 -- Remembering transmissionIds compactly (worker/dedupe.py): each event's 128-bit id is a member
 -- of one of DEDUPE_BUCKETS sorted sets, scored with the second it is forgotten. Small sets are
 -- stored by Redis as listpacks (about 30 bytes per id, where a key per id costs about 150).
--- A member counts only until its score; writes trim a set's expired members, every set expires
--- DEDUPE_TTL + 1 h after its last write, and housekeeping sweeps every set once an hour.
+-- A member counts only until its score; every set expires DEDUPE_TTL + 1 h after its last write,
+-- and housekeeping sweeps every set's expired members once an hour.
 local function now_seconds()
   local t = redis.call('TIME')
   return tonumber(t[1])
@@ -20,10 +20,10 @@ local function claim(bucket, member, legacy, replay, now, ttl)
   return true
 end
 
--- After a batch of claims: drop the touched sets' expired members and push back their expiry.
+-- After a batch of claims: push back the touched sets' expiry (the sweep drops expired members,
+-- so a claim costs no trim of its own).
 local function tidy(buckets, now, ttl)
   for bucket in pairs(buckets) do
-    redis.call('ZREMRANGEBYSCORE', bucket, '-inf', now)
     redis.call('EXPIRE', bucket, ttl + 3600)
   end
 end
