@@ -44,9 +44,18 @@ def test_metrics_after_real_traffic_add_up(
         assert http.post(f"{receiver_url}/v1/pushes", json=samples.push(), timeout=5).status_code == 401
     sandbox.wait_for_events(42)
     wait_for(lambda: redis_client.xlen("rainbridge:outbox") == 0, what="the outbox to drain")
-    time.sleep(2.5)  # every process folds its counts into Redis once a second
-
-    m = scrape(receiver_url)
+    # Every process folds its counts into Redis once a second: wait until the last ones are in.
+    m = wait_for(
+        lambda: (
+            (m := scrape(receiver_url))
+            and value(m, "rainbridge_pushes_total", outcome="sent") >= 42
+            and value(m, "rainbridge_receiver_requests_total", route="/v1/pushes", status="401") >= 1
+            and value(m, "rainbridge_delivery_latency_seconds_count") >= 42
+            and m
+        ),
+        timeout=20,
+        what="every process's counts in /metrics",
+    )
 
     # The receiver counted what it answered (over two gunicorn processes)
     assert value(m, "rainbridge_receiver_requests_total", route="/v1/pushes", status="202") == 53
