@@ -127,11 +127,11 @@ class Platform:
             for line in json.dumps(body, indent=2).splitlines():
                 self.say(f"      {line}")
             return None
-        answer = self._send(method, path, body=body, headers=self.headers({"Content-Type": content_type}))
-        self.made.append(what)
-        return answer
+        return self._send(
+            method, path, body=body, headers=self.headers({"Content-Type": content_type}), made=what
+        )
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _send(self, method: str, path: str, made: str | None = None, **kwargs: Any) -> Any:
         body = kwargs.pop("body", None)
         data = None if body is None else json.dumps(body)
         try:
@@ -145,6 +145,8 @@ class Platform:
             if resp.status_code in (401, 403):
                 hint = " (check AEP_CLIENT_ID, AEP_CLIENT_SECRET, AEP_ORG_ID and the credential's profile)"
             raise AdobeError(f"{method} {path} answered {resp.status_code}: {adobe_message(resp)}{hint}")
+        if made is not None:
+            self.made.append(made)  # Adobe took it, whatever its answer's body says next
         try:
             return resp.json()
         except ValueError:
@@ -578,8 +580,13 @@ def setup(settings: Settings, *, apply: bool, prefix: str, say: Callable[[str], 
         steps = Setup(platform, mapping, Names(prefix), say)
         try:
             out = steps.run()
-        except AdobeError as exc:
-            say(f"FAIL  {exc}")
+        except (AdobeError, mapfile.MappingError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            # An answer of a shape Adobe's pages do not show is one line too, not a traceback.
+            say(
+                f"FAIL  {exc}"
+                if isinstance(exc, AdobeError)
+                else f"FAIL  unexpected answer from AEP: {exc!r}"
+            )
             if platform.made:
                 say("made before the failure (left in AEP): " + "; ".join(platform.made))
             else:

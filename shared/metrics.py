@@ -50,7 +50,7 @@ class Definition:
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 #: From a push's receipt to AEP: sub-second normally, minutes to hours through an outage.
-LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0)
+LAG_BUCKETS = status.LATENCY_BUCKETS
 
 REQUESTS = Definition(
     "rainbridge_receiver_requests",

@@ -71,8 +71,10 @@ def _stream(client: redis.Redis, stream: str, group: str, now_ms: int) -> dict[s
     }
 
 
-#: The delivery-latency histogram's name, as the per-minute counts spell their fields.
+#: The delivery-latency histogram's name and buckets (shared/metrics.py, which imports this
+#: module, takes its buckets from here).
 _LATENCY = "rainbridge_delivery_latency_seconds"
+LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0)
 
 
 def latency(client: redis.Redis, now_ms: int, minutes: int = 5) -> dict[str, Any]:
@@ -82,7 +84,8 @@ def latency(client: redis.Redis, now_ms: int, minutes: int = 5) -> dict[str, Any
         for minute in range(now_minute - minutes + 1, now_minute + 1):
             pipe.hgetall(f"{keys.METRICS_MINUTE_PREFIX}{minute}")
         tallies = cast(list[dict[str, str]], pipe.execute())
-    counts: dict[float, int] = {}
+    # Every bucket of the histogram, empty ones too (the interpolation needs the true lower bound).
+    counts: dict[float, int] = dict.fromkeys((*LATENCY_BUCKETS, float("inf")), 0)
     for tally in tallies:
         for field, value in tally.items():
             name, _, suffix = field.split("|", 2)
@@ -106,7 +109,7 @@ def _quantile(counts: dict[float, int], total: int, q: float) -> float | None:
     for bound in sorted(counts):
         if seen + counts[bound] >= rank:
             if bound == float("inf"):
-                return lower
+                return lower  # past the last bucket: its bound is all that is known
             share = (rank - seen) / counts[bound] if counts[bound] else 0.0
             return round(lower + (bound - lower) * share, 3)
         seen += counts[bound]

@@ -127,3 +127,19 @@ def test_status_shows_the_latency_percentiles_of_the_last_minutes(redis_client: 
     assert minute_keys and all(0 < redis_client.ttl(key) <= 15 * 60 for key in minute_keys)
     # and nothing in the last 5 minutes says so
     assert status.latency(redis_client, int(time.time() * 1000) + 10 * 60_000)["events"] == 0
+
+
+def test_a_percentile_interpolates_within_its_bucket_from_the_bucket_below(redis_client: redis.Redis) -> None:
+    from shared import metrics, status  # noqa: PLC0415
+
+    # Given every event between 0.5 s and 1 s (the buckets below are empty)
+    recorder = metrics.Recorder()
+    recorder.bind(redis_client)
+    recorder.observe_many(metrics.DELIVERY_LATENCY, [0.7] * 10)
+    recorder.flush()
+
+    recent = status.latency(redis_client, int(time.time() * 1000))
+
+    # Then the median is the middle of that bucket, as histogram_quantile would say
+    assert recent["p50_seconds"] == 0.75
+    assert metrics.DELIVERY_LATENCY.buckets == status.LATENCY_BUCKETS

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,8 +102,19 @@ class AepClient:
         return resp
 
 
-def send(aep: AepClient, settings: Settings, entries: list[streams.Entry]) -> Outcome:
-    """Send ``entries`` (one request, or more when AEP makes us split) and sort them by AEP's answer."""
+def send(
+    aep: AepClient,
+    settings: Settings,
+    entries: list[streams.Entry],
+    before: Callable[[int], object] | None = None,
+) -> Outcome:
+    """Send ``entries`` (one request, or more when AEP makes us split) and sort them by AEP's answer.
+
+    ``before`` is called with the message count before each request (the fleet's rate cap), the
+    requests a split makes included.
+    """
+    if before is not None:
+        before(len(entries))
     raw = settings.sends_raw
     messages = [OutboxRecord.parse(entry.fields, entry.ms).message for entry in entries]
     url = settings.aep_single_url if raw else settings.aep_batch_url
@@ -130,12 +142,12 @@ def send(aep: AepClient, settings: Settings, entries: list[streams.Entry]) -> Ou
         if len(entries) == 1:
             return Outcome(rejected=[(entries[0], error)], requests=1)
         half = len(entries) // 2
-        outcome = send(aep, settings, entries[:half])
+        outcome = send(aep, settings, entries[:half], before)
         outcome.requests += 1
         if outcome.stop:
             outcome.retry += entries[half:]
         else:
-            outcome.merge(send(aep, settings, entries[half:]))
+            outcome.merge(send(aep, settings, entries[half:], before))
         return outcome
     if status in (429, 503) and (wait := pause.retry_after_ms(resp.headers.get("Retry-After"))) is not None:
         return Outcome(retry=list(entries), error=error, pause_ms=wait, requests=1)

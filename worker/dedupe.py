@@ -33,6 +33,8 @@ _SWEEP = scripts.load("dedupe", "dedupe_sweep")
 #: Housekeeping runs about once a minute; a sweep of this share of the sets each time covers
 #: them all within the hour.
 SWEEP_SHARE = 1 / 50
+#: Sets swept per script (about a millisecond of Redis each).
+SWEEP_CHUNK = 2000
 
 
 @dataclass(frozen=True)
@@ -127,5 +129,12 @@ def remembered(client: redis.Redis, settings: Settings, event_id: str) -> bool:
 
 def sweep(client: redis.Redis, settings: Settings) -> int:
     """Drop expired ids from the next share of the sets (housekeeping); how many went."""
-    count = max(1, int(settings.dedupe_buckets * SWEEP_SHARE))
-    return int(client.eval(_SWEEP, 1, keys.DEDUPE_SWEEP, keys.DEDUPE_PREFIX, count, settings.dedupe_buckets))
+    share = max(1, int(settings.dedupe_buckets * SWEEP_SHARE))
+    dropped = 0
+    # In scripts of at most SWEEP_CHUNK sets, so a big fleet's sweep never holds Redis for long.
+    for start in range(0, share, SWEEP_CHUNK):
+        count = min(SWEEP_CHUNK, share - start)
+        dropped += int(
+            client.eval(_SWEEP, 1, keys.DEDUPE_SWEEP, keys.DEDUPE_PREFIX, count, settings.dedupe_buckets)
+        )
+    return dropped

@@ -161,9 +161,8 @@ def drain(
         items = [prepare(entry, settings, mapping) for entry in entries]
         result = handoff(items)
         took = (time.time() * 1000 - started_ms) / 1000
-        metrics.observe_many(
-            metrics.STAGE_SECONDS, ((started_ms - e.ms) / 1000 for e in entries), stage="inbox_wait"
-        )
+        waits = (max(0.0, started_ms - e.ms) / 1000 for e in entries)  # (e.ms is Redis's clock)
+        metrics.observe_many(metrics.STAGE_SECONDS, waits, stage="inbox_wait")
         metrics.observe_many(metrics.STAGE_SECONDS, (took for _ in entries), stage="ingest")
         ready_items = [item for item in items if isinstance(item, Ready)]
         unmapped.record(client, Counter(path for item in ready_items for path in item.unmapped))
