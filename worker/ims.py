@@ -74,10 +74,19 @@ class TokenCache:
             if self._redis.set(keys.TOKEN_LOCK, self._owner, nx=True, px=LOCK_MS):
                 try:
                     return self._mint_and_store().value
+                except AepUnavailable:
+                    # IMS is away at renewal time: the token still works, so delivery goes on.
+                    if cached and _usable(cached, now):
+                        log.warning(
+                            "cannot renew the AEP token yet; the current one is good for %d s",
+                            cached.expires_at - now,
+                        )
+                        return cached.value
+                    raise
                 finally:
                     self._release(keys=[keys.TOKEN_LOCK], args=[self._owner])
             # Another process is minting. The old token still works until it expires.
-            if cached and now < cached.expires_at - 5:
+            if cached and _usable(cached, now):
                 return cached.value
             if time.monotonic() > deadline:
                 raise AepUnavailable("timed out waiting for another worker to mint the AEP token")
@@ -106,6 +115,12 @@ class TokenCache:
 
     def _mint(self) -> AccessToken:
         return mint(self._settings, self._session)
+
+
+def _usable(token: AccessToken, now: float) -> bool:
+    # Not in its last seconds (a request must not outlive it): 5 s, or less for short-lived tokens.
+    margin = min(5.0, (token.expires_at - token.renew_at) / 2)
+    return now < token.expires_at - margin
 
 
 def mint(s: Settings, session: requests.Session) -> AccessToken:
