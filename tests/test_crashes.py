@@ -134,7 +134,7 @@ def test_sigkill_of_a_worker_process_group_three_times_loses_nothing(
 
     verdict = wait_for(taken_over, timeout=60, interval=0.5, what="the victims' entries to be sent again")
     assert_nothing_lost(verdict)
-    assert verdict["acked"] > 300
+    assert verdict["acked"] >= 100  # pushes kept streaming in through all three kills
     held_total = sum(len(held) for _, held in kills)
     assert verdict["resent"] >= held_total > 0
     print(
