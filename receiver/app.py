@@ -16,7 +16,7 @@ from receiver.errors import ReceiverError
 from receiver.state import ReceiverState
 from shared import errors_reporting, redisconn
 from shared.logs import configure_logging
-from shared.settings import Settings, load_or_exit
+from shared.settings import ConfigError, Settings, exit_on_config_error, load_or_exit
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ def create_app(settings: Settings | None = None, redis_client: redis.Redis | Non
     _warn_if_served_by_a_blocking_worker()
     errors_reporting.init(settings, "receiver")
     client = redis_client or redisconn.connect(settings, socket_timeout=2.0)
+    if problem := redisconn.refusal(client):
+        exit_on_config_error(ConfigError(problem), exit_code=3)
     redisconn.warn_if_not_durable(client)
 
     app = Flask("receiver")

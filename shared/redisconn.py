@@ -67,3 +67,28 @@ def warn_if_not_durable(client: redis.Redis) -> None:
             log.warning("REDIS NOT SAFE FOR RAINBRIDGE: %s", warning)
     except redis.RedisError as exc:
         log.warning("could not check Redis durability settings: %s", exc)
+
+
+def refusal(client: redis.Redis) -> str | None:
+    """Why Redis will never take this client as configured (TLS trust, user, password), or None.
+
+    A Redis that is merely away is not a refusal: processes wait for it and carry on.
+    """
+    try:
+        client.ping()
+    except redis.AuthenticationError as exc:
+        return f"REDIS_URL: Redis refused the user and password ({exc})"
+    except redis.ResponseError as exc:
+        return f"REDIS_URL: the Redis user may not run PING ({exc})" if "NOPERM" in str(exc) else None
+    except redis.ConnectionError as exc:
+        text = str(exc)
+        if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+            why = text.split("certificate verify failed:", 1)[-1].split("(_ssl", 1)[0].strip()
+            return (
+                f"REDIS_URL: Redis's TLS certificate is not trusted ({why}); name the CA that signed it"
+                " with ssl_ca_certs=<file> in REDIS_URL"
+            )
+        if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
+            return "REDIS_URL: rediss:// (TLS), but the server at that address does not speak TLS"
+        return None
+    return None

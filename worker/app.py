@@ -24,7 +24,7 @@ from kombu.entity import Exchange, Queue
 
 from shared import errors_reporting, redisconn
 from shared.logs import configure_logging
-from shared.settings import Settings, exit_on_config_error, load_or_exit, require_or_exit
+from shared.settings import ConfigError, Settings, exit_on_config_error, load_or_exit, require_or_exit
 from worker import celery_fixes, drains, flower_guard, mapfile, tasks
 from worker.resources import PerProcess, Resources
 
@@ -111,7 +111,10 @@ def _connect_signals(app: Celery, runtime: Runtime) -> None:
             exit_on_config_error(mapfile.config_error(exc))
         configure_logging(settings)
         errors_reporting.init(settings, "worker")  # before the pool forks: every child inherits it
-        redisconn.warn_if_not_durable(redisconn.connect(settings))
+        client = redisconn.connect(settings)
+        if problem := redisconn.refusal(client):
+            exit_on_config_error(ConfigError(problem))
+        redisconn.warn_if_not_durable(client)
         if sender is not None:
             # Before the fork, so every pool process shares the same slots.
             runtime.slots = drains.Slots.for_worker(_consumed_queues(app), _concurrency(sender))
