@@ -71,7 +71,11 @@ def show_status(client: redis.Redis, *, as_json: bool) -> int:
     by_reason = ", ".join(f"{r}: {n}" for r, n in letters["by_reason"].items()) or "none"
     print(f"dead letters: {letters['total']} ({by_reason})")
     paused = state["aep_paused_until_ms"]
-    print("AEP delivery: " + (f"PAUSED until {_iso(paused)}" if paused else "running"))
+    hosts = state["aep_hosts_backing_off"]
+    backing_off = "".join(
+        f"; {host} cannot reach AEP, backing off until {_iso(until)}" for host, until in hosts.items()
+    )
+    print("AEP delivery: " + (f"PAUSED until {_iso(paused)}" if paused else "running") + backing_off)
     print("drains: " + ", ".join(_drain_line(stage, d) for stage, d in state["drains"].items()))
     running = state["mappings"]
     shown = [f"{digest} ({m['source']}) on {m['processes']} process(es)" for digest, m in running.items()]

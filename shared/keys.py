@@ -24,6 +24,8 @@ TOKEN_LOCK = f"{PREFIX}:aep:token:lock"
 
 #: Present while delivery to AEP is paused for every worker (value: resume time, epoch ms).
 PAUSE = f"{PREFIX}:aep:pause"
+#: Hash host -> resume time (epoch ms) of hosts backing off because they cannot reach AEP.
+HOST_PAUSES = f"{PREFIX}:aep:host-pauses"
 
 
 def seen(event_id: str) -> str:

@@ -137,6 +137,11 @@ def collect(client: redis.Redis) -> dict[str, Any]:
         "outbox": _stream(client, keys.OUTBOX, keys.OUTBOX_GROUP, now_ms),
         "deadletters": {"total": sum(reasons.values()), "by_reason": dict(sorted(reasons.items()))},
         "aep_paused_until_ms": int(pause_until) if pause_until and int(pause_until) > now_ms else None,
+        "aep_hosts_backing_off": {
+            host: int(until)
+            for host, until in cast(dict[str, str], client.hgetall(keys.HOST_PAUSES)).items()
+            if int(until) > now_ms
+        },
         "aep_token": token,
         "drains": drains(client, now_ms),
         "mappings": mappings(client, now_ms),

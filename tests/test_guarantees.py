@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,7 +16,7 @@ import requests
 from flask import Flask
 
 from devkit import samples
-from devkit.procs import wait_for
+from devkit.procs import free_port, wait_for
 from ops.cli import main as rainbridge
 from shared import deadletter, keys
 from shared.settings import Settings
@@ -259,3 +260,36 @@ def test_the_back_off_ceiling_doubles_with_each_failure_up_to_the_cap(redis_clie
         # 200 draws below the ceiling: the highest is within 5% of it (odds against: 0.95^200)
         assert ceiling * 0.95 <= top <= ceiling + 50
     assert ceilings == [500, 1000, 2000, 4000, 8000, 16000, 16000]
+
+
+def test_a_host_that_cannot_reach_aep_backs_off_alone(
+    redis_client: redis.Redis, settings: Settings, sandbox: SandboxClient, session: requests.Session
+) -> None:
+    # Given AEP unreachable from here (nothing listens where this host's requests go)
+    load(redis_client, settings, [samples.push() for _ in range(3)])
+    unreachable = dataclasses.replace(
+        settings, aep_streaming_url=f"http://127.0.0.1:{free_port()}/collection/sandbox-inlet"
+    )
+
+    deliver_all(redis_client, unreachable, session, budget_s=0.3)
+
+    # Then this host backs off, and the fleet does not
+    assert redis_client.get(keys.PAUSE) is None
+    host = socket.gethostname()
+    assert redis_client.hget(pause.HOST_PAUSES, host) is not None
+    assert int(redis_client.hget(pause.HOST_FAILURES, host) or 0) >= 1
+    assert pause.paused_until(redis_client) == 0
+    assert pause.paused_until(redis_client, "another-host") == 0
+    # and while it backs off, `rainbridge status` names it
+    from shared import status  # noqa: PLC0415
+
+    redis_client.hset(pause.HOST_FAILURES, host, 10)
+    until = pause.host_back_off(redis_client, host, 60_000, "test")
+    if until > pause.now_ms():  # (a full-jitter draw of 0 ms would end it at once)
+        assert status.collect(redis_client)["aep_hosts_backing_off"] == {host: until}
+        assert pause.paused_until(redis_client, host) == until
+    # while AEP's own 500s still back off every host
+    redis_client.delete(pause.HOST_PAUSES)
+    sandbox.faults(fail_next={"count": 1, "status": 500})
+    deliver_all(redis_client, settings, session, budget_s=0.05)
+    assert redis_client.get(keys.PAUSE) is not None

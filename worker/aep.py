@@ -40,8 +40,10 @@ class Outcome:
     error: str | None = None
     #: Pause every worker this long (Retry-After, or a misconfiguration).
     pause_ms: int | None = None
-    #: Back off fleet-wide (a whole-request failure without Retry-After).
+    #: Back off (a whole-request failure without Retry-After): fleet-wide, or ``local`` to this
+    #: host when AEP was never reached (a connection error or timeout: this host's path to it).
     back_off: bool = False
+    local: bool = False
     requests: int = 0
 
     def merge(self, other: Outcome) -> None:
@@ -51,6 +53,9 @@ class Outcome:
         self.retry += other.retry
         self.error = other.error or self.error
         self.pause_ms = other.pause_ms if other.pause_ms is not None else self.pause_ms
+        if other.back_off:
+            # Local only if every part that failed never reached AEP.
+            self.local = other.local if not self.back_off else self.local and other.local
         self.back_off = self.back_off or other.back_off
         self.requests += other.requests
 
@@ -124,7 +129,7 @@ def send(
     try:
         resp = aep.post(url, body)
     except AepUnavailable as exc:
-        return Outcome(retry=list(entries), error=str(exc), back_off=True, requests=1)
+        return Outcome(retry=list(entries), error=str(exc), back_off=True, local=True, requests=1)
     except AepMisconfigured as exc:
         log.error("AEP credentials refused, delivery paused: %s", exc)
         return Outcome(retry=list(entries), error=str(exc), pause_ms=MISCONFIGURED_PAUSE_MS, requests=1)

@@ -6,7 +6,8 @@
 - anything else (429, 5xx, timeouts): left pending and tried again later, alone if it failed alone.
 
 What AEP's answers mean is :mod:`worker.aep`'s business. 429/503 with Retry-After pause every
-worker for that long; other failures back off exponentially with full jitter, fleet-wide; a 404
+worker for that long; other failures back off exponentially with full jitter, fleet-wide, except
+when AEP was never reached (a connection error or timeout), which backs off that host only; a 404
 (wrong inlet) is an operator's problem: delivery pauses, it is logged as an error, nothing is
 dead-lettered for it.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 from collections.abc import Callable
 
@@ -89,6 +91,7 @@ def run(
     batcher = Batcher(client, settings, consumer)
     settle = Settler(client, settings)
     cap = ratecap.for_settings(client, settings)
+    host = socket.gethostname()  # a connection error backs off this host only (worker/pause.py)
     summary = DeliverSummary()
     claim_ms = settings.pending_claim_seconds * 1000
     deadline = time.monotonic() + budget_s
@@ -100,7 +103,7 @@ def run(
         )
 
     while True:
-        if _wait_out_pause(client, deadline):
+        if _wait_out_pause(client, deadline, host):
             break
         batch = batcher.next(deadline)
         _settle_exhausted(settle, batch, summary)
@@ -108,7 +111,7 @@ def run(
             if batch.exhausted:
                 continue
             break
-        if pause.paused_until(client):
+        if pause.paused_until(client, host):
             # Another worker paused delivery while this batch filled: hand it back untouched.
             release(batch.entries + batcher.held)
             batcher.held = []
@@ -116,7 +119,7 @@ def run(
         sent_ms = time.time() * 1000
         # Under AEP_MAX_MESSAGES_PER_SECOND each request, a split's too, waits for its turn.
         outcome = send(aep, settings, batch.entries, before=cap.take if cap is not None else None)
-        _settle_outcome(client, settings, settle, batch, outcome, summary=summary, release=release)
+        _settle_outcome(client, settings, settle, batch, outcome, summary=summary, release=release, host=host)
         _observe_lag(outcome.accepted, sent_ms)
         if outcome.stop:
             release(batcher.held)
@@ -153,9 +156,9 @@ def _observe_lag(accepted: list[streams.Entry], sent_ms: float) -> None:
     metrics.observe_many(metrics.DELIVERY_LATENCY, (max(0.0, now_ms - ms) / 1000 for ms in received))
 
 
-def _wait_out_pause(client: redis.Redis, deadline: float) -> bool:
-    """Sleep while delivery is paused; True when the pause outlasts this run's time."""
-    while until := pause.paused_until(client):
+def _wait_out_pause(client: redis.Redis, deadline: float, host: str) -> bool:
+    """Sleep while delivery is paused (fleet-wide or on this host); True when it outlasts this run."""
+    while until := pause.paused_until(client, host):
         left = deadline - time.monotonic()
         if left <= 0:
             return True
@@ -190,6 +193,7 @@ def _settle_outcome(
     *,
     summary: DeliverSummary,
     release: Callable[..., None],
+    host: str,
 ) -> None:
     dead = [(entry, deadletter.Reason.AEP_REJECTED, detail) for entry, detail in outcome.rejected]
     settle(outcome.accepted, dead, batch.attempts)
@@ -204,10 +208,12 @@ def _settle_outcome(
     metrics.inc(metrics.RETRIES, len(outcome.retry))
     metrics.inc(metrics.DEADLETTERS, len(outcome.rejected), reason=deadletter.Reason.AEP_REJECTED)
     if outcome.accepted:
-        pause.succeeded(client)
+        pause.succeeded(client, host)
     cap_ms = settings.delivery_backoff_cap_seconds * 1000
     if outcome.pause_ms is not None:
         pause.pause(client, pause.now_ms() + outcome.pause_ms, outcome.error or "AEP asked us to wait")
+    elif outcome.back_off and outcome.local:
+        pause.host_back_off(client, host, cap_ms, outcome.error or "AEP unreachable")
     elif outcome.back_off:
         pause.back_off(client, cap_ms, outcome.error or "AEP request failed")
     if outcome.stop:

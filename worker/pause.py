@@ -1,8 +1,9 @@
-"""Fleet-wide delivery pause and back-off, kept in Redis so every worker backs off together.
+"""Delivery pause and back-off, kept in Redis: fleet-wide for AEP's signals, per host for the network.
 
-When AEP says "slow down" (429/503 with Retry-After) or keeps failing (500, timeouts), one
-worker finding out is enough: it sets the pause, and every other worker sees it before its
-next request instead of hammering AEP on its own.
+When AEP says "slow down" (429/503 with Retry-After) or keeps failing (500s), one worker finding
+out is enough: it sets the pause, and every other worker sees it before its next request instead
+of hammering AEP on its own. When a host cannot reach AEP at all (connection errors, timeouts),
+that is its own network path: that host backs off, and the other hosts keep delivering.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ log = logging.getLogger(__name__)
 
 #: Consecutive failed requests, fleet-wide; reset by the first success.
 FAILURES = f"{keys.PREFIX}:aep:failures"
+#: Hashes host -> pause end (epoch ms) and host -> consecutive network failures.
+HOST_PAUSES = keys.HOST_PAUSES
+HOST_FAILURES = f"{keys.PREFIX}:aep:host-failures"
 #: First back-off step, and the longest Retry-After we take at face value.
 BACKOFF_BASE_MS = 500
 MAX_RETRY_AFTER_MS = 15 * 60 * 1000
@@ -36,15 +40,30 @@ return current
 """
 
 
+# The same, for one host's entry of the host-pauses hash.
+_EXTEND_HOST = """
+local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local until_ms = tonumber(ARGV[2])
+if until_ms > current then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return until_ms
+end
+return current
+"""
+
+
 def now_ms() -> int:
     """Wall-clock time in epoch milliseconds (shared across hosts, unlike monotonic time)."""
     return int(time.time() * 1000)
 
 
-def paused_until(client: redis.Redis) -> int:
-    """Epoch ms until which delivery is paused; 0 when it is not."""
+def paused_until(client: redis.Redis, host: str | None = None) -> int:
+    """Epoch ms until which delivery is paused (for every worker, or on ``host``); 0 when it is not."""
     raw = client.get(keys.PAUSE)
     until = int(raw) if raw else 0
+    if host is not None:
+        own = client.hget(HOST_PAUSES, host)
+        until = max(until, int(own) if own else 0)
     return until if until > now_ms() else 0
 
 
@@ -65,9 +84,35 @@ def back_off(client: redis.Redis, cap_ms: int, why: str) -> int:
     return pause(client, now_ms() + random.randint(0, ceiling), f"{why} (failure {failures} in a row)")
 
 
-def succeeded(client: redis.Redis) -> None:
+def host_back_off(client: redis.Redis, host: str, cap_ms: int, why: str) -> int:
+    """Back off on ``host`` only (it cannot reach AEP): exponential, fully jittered, like the fleet's."""
+    failures = int(client.hincrby(HOST_FAILURES, host, 1))
+    client.expire(HOST_FAILURES, 3600)
+    ceiling = min(cap_ms, BACKOFF_BASE_MS * 2 ** min(failures - 1, 30))
+    until = int(client.eval(_EXTEND_HOST, 1, HOST_PAUSES, host, now_ms() + random.randint(0, ceiling)))
+    client.expire(HOST_PAUSES, 3600)
+    log.warning(
+        "AEP unreachable from %s: this host backs off for %.1f s (failure %d in a row), the others go on: %s",
+        host,
+        (until - now_ms()) / 1000,
+        failures,
+        why,
+    )
+    return until
+
+
+def host_pauses(client: redis.Redis) -> dict[str, int]:
+    """Hosts backing off now, and until when (epoch ms)."""
+    now = now_ms()
+    raw: dict[str, str] = client.hgetall(HOST_PAUSES)  # type: ignore[assignment]
+    return {host: int(until) for host, until in raw.items() if int(until) > now}
+
+
+def succeeded(client: redis.Redis, host: str | None = None) -> None:
     """AEP took a request: the next failure starts the back-off from the bottom again."""
     client.delete(FAILURES)
+    if host is not None:
+        client.hdel(HOST_FAILURES, host)
 
 
 def retry_after_ms(header: str | None) -> int | None:
