@@ -1,0 +1,208 @@
+"""Several hosts for real: worker hosts in network namespaces of their own, with their own hostnames.
+
+The bed: a bridge in this namespace carries Redis (10.77.0.1) and the AEP sandbox (10.77.0.10);
+each worker host is a network namespace on it (10.77.0.2N) whose worker runs under a hostname of
+its own (``unshare --uts``), so rainbridge sees separate hosts. Links are cut with routes inside
+a host's namespace. Traffic stays on the bridge and in the namespaces. It needs root and
+iproute2 (``.ci/run`` installs it); under ``CI=true`` a bed that cannot be built fails the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis
+from flask import Flask
+
+from devkit import samples
+from devkit.local import local_settings, settings_env
+from devkit.procs import BIN, Process, free_port, wait_for
+from devkit.redisbin import redis_server_binary
+from devkit.sandbox import SandboxServer
+from devkit.sandbox.client import SandboxClient
+from shared import keys
+from shared.settings import Settings
+from tests.helpers import SANDBOX, TOKEN
+from worker import pause
+
+REDIS_IP, AEP_IP = "10.77.0.1", "10.77.0.10"
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+@dataclass
+class Bed:
+    """The bridge, Redis, the sandbox and the worker hosts; everything undone by ``close``."""
+
+    tag: str
+    workdir: Path
+    hosts: list[str] = field(default_factory=list)
+    procs: list[Process] = field(default_factory=list)
+    redis_proc: subprocess.Popen[bytes] | None = None
+    sandbox: SandboxServer | None = None
+    redis_port: int = 0
+
+    @property
+    def bridge(self) -> str:
+        return f"rbb{self.tag}"
+
+    def build(self) -> None:
+        ip("link", "add", self.bridge, "type", "bridge")
+        ip("addr", "add", f"{REDIS_IP}/24", "dev", self.bridge)
+        ip("addr", "add", f"{AEP_IP}/24", "dev", self.bridge)
+        ip("link", "set", self.bridge, "up")
+        for n in (1, 2):
+            namespace, outside = f"rb{self.tag}w{n}", f"rbv{self.tag}{n}"
+            ip("netns", "add", namespace)
+            self.hosts.append(namespace)
+            ip("link", "add", outside, "type", "veth", "peer", "name", "eth0", "netns", namespace)
+            ip("link", "set", outside, "master", self.bridge, "up")
+            ip("-n", namespace, "addr", "add", f"10.77.0.2{n}/24", "dev", "eth0")
+            ip("-n", namespace, "link", "set", "eth0", "up")
+            ip("-n", namespace, "link", "set", "lo", "up")
+        self.redis_port = free_port()
+        self.redis_proc = subprocess.Popen(
+            [redis_server_binary(), "--port", str(self.redis_port), "--bind", f"127.0.0.1 {REDIS_IP}",
+             "--dir", str(self.workdir), "--appendonly", "yes", "--save", "", "--protected-mode", "no",
+             "--maxmemory-policy", "noeviction"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for(lambda: self.local_redis().ping(), timeout=10, what="redis-server on the bridge")
+        self.sandbox = SandboxServer(SANDBOX, host=AEP_IP, port=free_port())
+        self.sandbox.start()
+
+    def local_redis(self) -> redis.Redis:
+        return redis.Redis(port=self.redis_port, decode_responses=True, socket_timeout=5)
+
+    def settings(self) -> Settings:
+        """What every host runs with: Redis and AEP at their bridge addresses."""
+        assert self.sandbox is not None
+        return local_settings(
+            f"redis://{REDIS_IP}:{self.redis_port}/0",
+            self.sandbox.url,
+            receiver_tokens=(TOKEN,),
+            aep_batch_max_wait_ms=200,
+            pending_claim_seconds=3,
+        )
+
+    def start_worker(self, n: int) -> Process:
+        """A worker on host ``n``, started as the README says, under the hostname ``host<n>``."""
+        namespace, hostname = self.hosts[n - 1], f"host{n}"
+        name_it = 'hostname "$0" && exec "$@"'
+        args = ["ip", "netns", "exec", namespace, "unshare", "--uts", "sh", "-c", name_it, hostname,
+                str(BIN / "celery"), "-A", "worker.app", "worker", "--loglevel", "INFO",
+                "--concurrency", "2", "--hostname", f"w{n}@%h"]  # fmt: skip
+        proc = Process(args, settings_env(self.settings()), self.workdir / f"host{n}.log")
+        self.procs.append(proc)
+        wait_for(
+            lambda: "ready." in proc.output() or not proc.alive(), timeout=40, what=f"the worker on host{n}"
+        )
+        assert proc.alive(), proc.output()[-3000:]
+        return proc
+
+    def cut_from_aep(self, n: int) -> None:
+        ip("-n", self.hosts[n - 1], "route", "add", "unreachable", f"{AEP_IP}/32")
+
+    def mend(self, n: int) -> None:
+        ip("-n", self.hosts[n - 1], "route", "del", "unreachable", f"{AEP_IP}/32")
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.stop()
+        if self.sandbox is not None:
+            self.sandbox.stop()
+        if self.redis_proc is not None:
+            self.redis_proc.kill()
+            self.redis_proc.wait(timeout=10)
+        for namespace in self.hosts:
+            with contextlib.suppress(subprocess.CalledProcessError):
+                ip("netns", "del", namespace)
+        with contextlib.suppress(subprocess.CalledProcessError):
+            ip("link", "del", self.bridge)
+
+
+@pytest.fixture
+def bed(tmp_path: Path) -> Iterator[Bed]:
+    built = Bed(tag=str(os.getpid() % 1000), workdir=tmp_path)
+    try:
+        built.build()
+    except (subprocess.CalledProcessError, FileNotFoundError, PermissionError) as exc:
+        built.close()
+        stderr = getattr(exc, "stderr", b"") or b""
+        why = f"cannot build network namespaces here: {exc} {stderr.decode(errors='replace')}".strip()
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    try:
+        yield built
+    finally:
+        built.close()
+
+
+@pytest.mark.slow
+def test_a_host_cut_off_from_aep_backs_off_alone_while_the_other_keeps_delivering(
+    bed: Bed, make_app: Callable[[Settings], Flask]
+) -> None:
+    settings = bed.settings()
+    assert bed.sandbox is not None
+    sandbox = SandboxClient(bed.sandbox.url)
+    client = bed.local_redis()
+    host1 = bed.start_worker(1)
+    host2 = bed.start_worker(2)
+    receiver = make_app(settings).test_client()
+
+    def post(n: int) -> list[str]:
+        pushes = [samples.push() for _ in range(n)]
+        for push in pushes:
+            assert (
+                receiver.post(
+                    "/v1/pushes", json=push, headers={"Authorization": f"Bearer {TOKEN}"}
+                ).status_code
+                == 202
+            )
+        return [p["transmissionId"] for p in pushes]
+
+    # Given both hosts delivering
+    first = post(10)
+    sandbox.wait_for_events(10, timeout=30)
+
+    # When host1 loses its route to AEP (and only to AEP: Redis is still reachable)
+    bed.cut_from_aep(1)
+    second = []
+    fleet_paused = False
+    deadline = time.monotonic() + 12
+    while time.monotonic() < deadline:
+        second += post(5)
+        fleet_paused = fleet_paused or client.get(keys.PAUSE) is not None
+        time.sleep(0.25)
+
+    # Then host1 found out and backs off on its own; the fleet was never paused for it
+    wait_for(lambda: "AEP unreachable from host1" in host1.output(), timeout=30, what="host1 to try and fail")
+    assert not fleet_paused
+    assert int(client.hget(pause.HOST_FAILURES, "host1") or 0) >= 1
+    # and host2 delivered everything, the pushes host1 had in hand included
+    events = sandbox.wait_for_events(len(first) + len(second), timeout=60)
+    delivered = {e["transmissionId"] for e in events}
+    assert set(first + second) <= delivered
+
+    # When the route comes back and host2 is gone, host1 (the only worker left) delivers again
+    bed.mend(1)
+    host2.stop()
+    assert not host2.alive()
+    third = post(20)
+    wait_for(
+        lambda: set(third) <= {e["transmissionId"] for e in sandbox.events()},
+        timeout=120,
+        what="host1 to deliver again once its back-off ends",
+    )
+    readers = {c["name"].split(":")[0] for c in client.xinfo_consumers(keys.OUTBOX, keys.OUTBOX_GROUP)}
+    assert "host1" in readers and "host2" in readers  # two hosts, as rainbridge saw them
