@@ -109,11 +109,25 @@ class Bed:
         assert proc.alive(), proc.output()[-3000:]
         return proc
 
+    def unplug(self, n: int) -> None:
+        """Host ``n``'s link goes down: connections it has are cut too, not just new ones."""
+        ip("-n", self.hosts[n - 1], "link", "set", "eth0", "down")
+
+    def plug(self, n: int) -> None:
+        ip("-n", self.hosts[n - 1], "link", "set", "eth0", "up")
+
+    def cut_from(self, n: int, address: str) -> None:
+        """Host ``n`` can no longer reach ``address`` (its other links stay)."""
+        ip("-n", self.hosts[n - 1], "route", "add", "unreachable", f"{address}/32")
+
+    def mend_route(self, n: int, address: str) -> None:
+        ip("-n", self.hosts[n - 1], "route", "del", "unreachable", f"{address}/32")
+
     def cut_from_aep(self, n: int) -> None:
-        ip("-n", self.hosts[n - 1], "route", "add", "unreachable", f"{AEP_IP}/32")
+        self.cut_from(n, AEP_IP)
 
     def mend(self, n: int) -> None:
-        ip("-n", self.hosts[n - 1], "route", "del", "unreachable", f"{AEP_IP}/32")
+        self.mend_route(n, AEP_IP)
 
     def close(self) -> None:
         for proc in self.procs:
@@ -206,3 +220,72 @@ def test_a_host_cut_off_from_aep_backs_off_alone_while_the_other_keeps_deliverin
     )
     readers = {c["name"].split(":")[0] for c in client.xinfo_consumers(keys.OUTBOX, keys.OUTBOX_GROUP)}
     assert "host1" in readers and "host2" in readers  # two hosts, as rainbridge saw them
+
+
+def held(client: redis.Redis, host: str) -> int:
+    """Outbox entries a host's processes hold (read, not yet settled)."""
+    return sum(
+        c["pending"]
+        for c in client.xinfo_consumers(keys.OUTBOX, keys.OUTBOX_GROUP)
+        if c["name"].split(":")[0] == host
+    )
+
+
+@pytest.mark.slow
+def test_a_host_cut_off_mid_batch_is_taken_over_and_recovers_by_itself(
+    bed: Bed, make_app: Callable[[Settings], Flask]
+) -> None:
+    settings = bed.settings()
+    assert bed.sandbox is not None
+    sandbox = SandboxClient(bed.sandbox.url)
+    client = bed.local_redis()
+    host1 = bed.start_worker(1)
+    receiver = make_app(settings).test_client()
+    acked: list[str] = []
+
+    def post(n: int) -> list[str]:
+        pushes = [samples.push() for _ in range(n)]
+        for push in pushes:
+            assert (
+                receiver.post(
+                    "/v1/pushes", json=push, headers={"Authorization": f"Bearer {TOKEN}"}
+                ).status_code
+                == 202
+            )
+        acked.extend(p["transmissionId"] for p in pushes)
+        return [p["transmissionId"] for p in pushes]
+
+    # Given host1 alone, in the middle of a slow AEP request with a batch in hand
+    sandbox.faults(slow_ms=3000)
+    batch = post(30)
+    wait_for(lambda: held(client, "host1") == 30, timeout=30, what="host1 to hold the batch")
+    # (its request is at AEP, which answers it 3 s later)
+    wait_for(lambda: len(sandbox.events()) == 30, timeout=30, what="host1's request at AEP")
+
+    # When host1's link goes down mid-batch (Redis gone for it), and host2 is there
+    bed.unplug(1)
+    sandbox.faults(slow_ms=0)
+    bed.start_worker(2)
+
+    # Then host2 takes the batch over and sends it again (host1's answer never reached Redis)
+    def taken_over() -> bool:
+        copies = [e["transmissionId"] for e in sandbox.events()]
+        return held(client, "host1") == 0 and all(copies.count(tid) >= 2 for tid in batch)
+
+    wait_for(taken_over, timeout=60, what="host2 to take host1's batch over")
+
+    # When the link comes back, host1 recovers by itself: with host2 gone, it delivers the rest
+    bed.plug(1)
+    bed.procs[-1].stop()
+    more = post(20)
+    wait_for(
+        lambda: set(more) <= {e["transmissionId"] for e in sandbox.events()}, timeout=90, what="host1 again"
+    )
+    assert host1.alive()
+
+    # and nothing was lost, and no push went out under two _ids
+    ids_by_tid: dict[str, set[str]] = {}
+    for event in sandbox.events():
+        ids_by_tid.setdefault(event["transmissionId"], set()).add(event["id"])
+    assert set(acked) <= set(ids_by_tid)
+    assert all(len(ids) == 1 for ids in ids_by_tid.values())
