@@ -77,6 +77,13 @@ def settings(redis_server: RedisServer, sandbox_server: SandboxServer) -> Settin
 
 
 @pytest.fixture
+def session() -> Iterator[requests.Session]:
+    """An HTTP session for a test's in-process AEP client."""
+    with requests.Session() as http:
+        yield http
+
+
+@pytest.fixture
 def make_app(redis_client: redis.Redis) -> Iterator[Callable[[Settings], Flask]]:
     """Build receiver apps for this test (with other settings), closing their Redis clients after."""
     apps: list[Flask] = []

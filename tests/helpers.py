@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
+
+import redis
 
 from devkit.local import settings_env
 from devkit.procs import Process, celery_worker, wait_for
 from devkit.sandbox import SandboxConfig
 from devkit.sandbox.client import SandboxClient
+from shared import keys
 from shared.settings import Settings
+from worker import ingest
 
 __all__ = ["INLET", "SANDBOX", "TOKEN", "Pipeline", "SandboxClient", "to_env"]
 
@@ -48,3 +54,11 @@ class Pipeline:
 
     def logs(self) -> str:
         return "\n".join(p.output() for p in self.workers)
+
+
+def load(client: redis.Redis, settings: Settings, pushes: list[dict[str, Any]]) -> None:
+    """Put pushes through the real ingest stage so the outbox holds their AEP messages."""
+    for push in pushes:
+        client.xadd(keys.INBOX, {"push": json.dumps(push), "receipt": "test"})
+    while ingest.drain(client, settings, "ingest", budget_s=0.05).read:
+        pass

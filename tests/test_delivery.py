@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -17,27 +16,13 @@ import requests
 from devkit import samples
 from shared import deadletter, keys
 from shared.settings import Settings
-from tests.helpers import SandboxClient
-from worker import aep, deliver, ingest, pause
+from tests.helpers import SandboxClient, load
+from worker import aep, deliver, pause
 from worker.ims import TokenCache
-
-
-@pytest.fixture
-def session() -> Iterator[requests.Session]:
-    with requests.Session() as http:
-        yield http
 
 
 def aep_client(client: redis.Redis, settings: Settings, session: requests.Session) -> aep.AepClient:
     return aep.AepClient(settings, TokenCache(client, settings, session), session)
-
-
-def load(client: redis.Redis, settings: Settings, pushes: list[dict[str, Any]]) -> None:
-    """Put pushes through the real ingest stage so the outbox holds their AEP messages."""
-    for push in pushes:
-        client.xadd(keys.INBOX, {"push": json.dumps(push), "receipt": "test"})
-    while ingest.drain(client, settings, "ingest", budget_s=0.05).read:
-        pass
 
 
 def run(

@@ -7,7 +7,7 @@ import json
 import math
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,22 +20,9 @@ from devkit.procs import free_port, wait_for
 from ops.cli import main as rainbridge
 from shared import deadletter, keys
 from shared.settings import Settings
-from tests.helpers import SandboxClient, to_env
-from worker import aep, deliver, ingest, pause
+from tests.helpers import SandboxClient, load, to_env
+from worker import aep, deliver, pause
 from worker.ims import TokenCache
-
-
-@pytest.fixture
-def session() -> Iterator[requests.Session]:
-    with requests.Session() as http:
-        yield http
-
-
-def load(client: redis.Redis, settings: Settings, pushes: list[dict[str, Any]]) -> None:
-    for push in pushes:
-        client.xadd(keys.INBOX, {"push": json.dumps(push), "receipt": "test"})
-    while ingest.drain(client, settings, "ingest", budget_s=0.05).read:
-        pass
 
 
 def deliver_all(

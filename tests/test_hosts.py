@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 from flask import Flask
+from flask.testing import FlaskClient
 
 from devkit import samples
 from devkit.local import local_settings, settings_env
@@ -162,6 +163,15 @@ def bed(tmp_path: Path) -> Iterator[Bed]:
         built.close()
 
 
+def post_pushes(receiver: FlaskClient, n: int) -> list[str]:
+    """Post ``n`` new pushes through the receiver (each acknowledged); their transmissionIds."""
+    pushes = [samples.push() for _ in range(n)]
+    for push in pushes:
+        answer = receiver.post("/v1/pushes", json=push, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert answer.status_code == 202
+    return [p["transmissionId"] for p in pushes]
+
+
 @pytest.mark.slow
 def test_a_host_cut_off_from_aep_backs_off_alone_while_the_other_keeps_delivering(
     bed: Bed, make_app: Callable[[Settings], Flask]
@@ -175,15 +185,7 @@ def test_a_host_cut_off_from_aep_backs_off_alone_while_the_other_keeps_deliverin
     receiver = make_app(settings).test_client()
 
     def post(n: int) -> list[str]:
-        pushes = [samples.push() for _ in range(n)]
-        for push in pushes:
-            assert (
-                receiver.post(
-                    "/v1/pushes", json=push, headers={"Authorization": f"Bearer {TOKEN}"}
-                ).status_code
-                == 202
-            )
-        return [p["transmissionId"] for p in pushes]
+        return post_pushes(receiver, n)
 
     # Given both hosts delivering
     first = post(10)
@@ -244,16 +246,9 @@ def test_a_host_cut_off_mid_batch_is_taken_over_and_recovers_by_itself(
     acked: list[str] = []
 
     def post(n: int) -> list[str]:
-        pushes = [samples.push() for _ in range(n)]
-        for push in pushes:
-            assert (
-                receiver.post(
-                    "/v1/pushes", json=push, headers={"Authorization": f"Bearer {TOKEN}"}
-                ).status_code
-                == 202
-            )
-        acked.extend(p["transmissionId"] for p in pushes)
-        return [p["transmissionId"] for p in pushes]
+        sent = post_pushes(receiver, n)
+        acked.extend(sent)
+        return sent
 
     # Given host1 alone, in the middle of a slow AEP request with a batch in hand
     sandbox.faults(slow_ms=3000)
