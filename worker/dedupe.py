@@ -122,7 +122,7 @@ def remembered(client: redis.Redis, settings: Settings, event_id: str) -> bool:
     """True while ``event_id`` counts as seen (a new push with it would be a repeat)."""
     bucket, member = keys.dedupe_slot(event_id, settings.dedupe_buckets)
     until = client.zscore(bucket, member)
-    if until is not None and until > float(client.time()[0]):
+    if until is not None and until >= float(client.time()[0]):
         return True
     return bool(client.exists(keys.seen(event_id)))
 

@@ -13,7 +13,8 @@ end
 local function claim(bucket, member, legacy, replay, now, ttl)
   if replay ~= '1' then
     local until_ = redis.call('ZSCORE', bucket, member)
-    if until_ and tonumber(until_) > now then return false end
+    -- Scores are whole seconds: an id counts through its last second, never less than the TTL.
+    if until_ and tonumber(until_) >= now then return false end
     if legacy ~= '' and redis.call('EXISTS', legacy) == 1 then return false end
   end
   redis.call('ZADD', bucket, now + ttl, member)

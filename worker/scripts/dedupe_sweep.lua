@@ -8,6 +8,6 @@ redis.call('SET', KEYS[1], (last + 1) % buckets)
 local now = now_seconds()
 local dropped = 0
 for n = first, last do
-  dropped = dropped + redis.call('ZREMRANGEBYSCORE', prefix .. string.format('%x', n), '-inf', now)
+  dropped = dropped + redis.call('ZREMRANGEBYSCORE', prefix .. string.format('%x', n), '-inf', '(' .. now)
 end
 return dropped
