@@ -3,8 +3,10 @@
 The bed: a bridge in this namespace carries Redis (10.77.0.1) and the AEP sandbox (10.77.0.10);
 each worker host is a network namespace on it (10.77.0.2N) whose worker runs under a hostname of
 its own (``unshare --uts``), so rainbridge sees separate hosts. Links are cut with routes inside
-a host's namespace. Traffic stays on the bridge and in the namespaces. It needs root and
-iproute2 (``.ci/run`` installs it); under ``CI=true`` a bed that cannot be built fails the test.
+a host's namespace; a link is made slow by a delaying relay (``devkit.slowlink``: this kernel has
+no ``netem``) and lossy by iptables ``statistic`` rules that drop packets at random on arrival,
+at both ends. Traffic stays on the bridge and in the namespaces. It needs root, iproute2 and
+iptables (``.ci/run`` installs them); under ``CI=true`` a bed that cannot be built fails the test.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from devkit.procs import BIN, Process, free_port, wait_for
 from devkit.redisbin import redis_server_binary
 from devkit.sandbox import SandboxServer
 from devkit.sandbox.client import SandboxClient
+from devkit.slowlink import SlowLink
 from shared import keys
 from shared.settings import Settings
 from tests.helpers import SANDBOX, TOKEN
@@ -38,6 +41,13 @@ REDIS_IP, AEP_IP = "10.77.0.1", "10.77.0.10"
 
 def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+def iptables(namespace: str | None, *args: str) -> str:
+    """iptables in a host's namespace (or, with None, this one); its output."""
+    where = ["ip", "netns", "exec", namespace] if namespace else []
+    done = subprocess.run([*where, "iptables", *args], check=True, capture_output=True, timeout=10, text=True)
+    return done.stdout
 
 
 @dataclass
@@ -51,6 +61,9 @@ class Bed:
     redis_proc: subprocess.Popen[bytes] | None = None
     sandbox: SandboxServer | None = None
     redis_port: int = 0
+    #: (namespace or None, rule) for each drop rule added, so ``close`` takes them out again.
+    rules: list[tuple[str | None, list[str]]] = field(default_factory=list)
+    links: list[SlowLink] = field(default_factory=list)
 
     @property
     def bridge(self) -> str:
@@ -84,28 +97,30 @@ class Bed:
     def local_redis(self) -> redis.Redis:
         return redis.Redis(port=self.redis_port, decode_responses=True, socket_timeout=5)
 
-    def settings(self) -> Settings:
+    def settings(self, redis_url: str | None = None) -> Settings:
         """What every host runs with: Redis and AEP at their bridge addresses."""
         assert self.sandbox is not None
         return local_settings(
-            f"redis://{REDIS_IP}:{self.redis_port}/0",
+            redis_url or f"redis://{REDIS_IP}:{self.redis_port}/0",
             self.sandbox.url,
             receiver_tokens=(TOKEN,),
             aep_batch_max_wait_ms=200,
             pending_claim_seconds=3,
         )
 
-    def start_worker(self, n: int) -> Process:
+    def start_worker(self, n: int, redis_url: str | None = None, timeout: float = 40) -> Process:
         """A worker on host ``n``, started as the README says, under the hostname ``host<n>``."""
         namespace, hostname = self.hosts[n - 1], f"host{n}"
         name_it = 'hostname "$0" && exec "$@"'
         args = ["ip", "netns", "exec", namespace, "unshare", "--uts", "sh", "-c", name_it, hostname,
                 str(BIN / "celery"), "-A", "worker.app", "worker", "--loglevel", "INFO",
                 "--concurrency", "2", "--hostname", f"w{n}@%h"]  # fmt: skip
-        proc = Process(args, settings_env(self.settings()), self.workdir / f"host{n}.log")
+        proc = Process(args, settings_env(self.settings(redis_url)), self.workdir / f"host{n}.log")
         self.procs.append(proc)
         wait_for(
-            lambda: "ready." in proc.output() or not proc.alive(), timeout=40, what=f"the worker on host{n}"
+            lambda: "ready." in proc.output() or not proc.alive(),
+            timeout=timeout,
+            what=f"the worker on host{n}",
         )
         assert proc.alive(), proc.output()[-3000:]
         return proc
@@ -124,6 +139,40 @@ class Bed:
     def mend_route(self, n: int, address: str) -> None:
         ip("-n", self.hosts[n - 1], "route", "del", "unreachable", f"{address}/32")
 
+    def slow_redis(self, n: int, *, round_trip: float, loss: float) -> tuple[str, SlowLink]:
+        """A Redis URL for host ``n`` over a link with ``round_trip`` s added and ``loss`` of packets dropped.
+
+        Each way: half the round trip in the relay, and ``loss`` of the packets that arrive dropped.
+        """
+        port = free_port()
+        link = SlowLink((REDIS_IP, port), ("127.0.0.1", self.redis_port), delay=round_trip / 2)
+        link.start()
+        self.links.append(link)
+        host_ip = f"10.77.0.2{n}"
+        odds = ["-m", "statistic", "--mode", "random", "--probability", str(loss), "-j", "DROP"]
+        for namespace, rule in (
+            (None, ["INPUT", "-s", host_ip, "-d", REDIS_IP, "-p", "tcp", "--dport", str(port), *odds]),
+            (
+                self.hosts[n - 1],
+                ["INPUT", "-s", REDIS_IP, "-d", host_ip, "-p", "tcp", "--sport", str(port), *odds],
+            ),
+        ):
+            iptables(namespace, "-A", *rule)
+            self.rules.append((namespace, rule))
+        return f"redis://{REDIS_IP}:{port}/0", link
+
+    def dropped(self) -> int:
+        """Packets the lossy links' rules have dropped so far, both ends together."""
+        total = 0
+        for namespace, rule in self.rules:
+            flag = next(arg for arg in rule if arg in ("--dport", "--sport"))
+            port = f"{flag[2]}pt:{rule[rule.index(flag) + 1]}"  # as iptables -L prints it: dpt:6380
+            listing = iptables(namespace, "-L", rule[0], "-v", "-x", "-n")
+            total += sum(
+                int(line.split()[0]) for line in listing.splitlines() if "DROP" in line and port in line
+            )
+        return total
+
     def cut_from_aep(self, n: int) -> None:
         self.cut_from(n, AEP_IP)
 
@@ -133,6 +182,11 @@ class Bed:
     def close(self) -> None:
         for proc in self.procs:
             proc.stop()
+        for link in self.links:
+            link.stop()
+        for namespace, rule in self.rules:
+            with contextlib.suppress(subprocess.CalledProcessError):
+                iptables(namespace, "-D", *rule)
         if self.sandbox is not None:
             self.sandbox.stop()
         if self.redis_proc is not None:
@@ -284,3 +338,61 @@ def test_a_host_cut_off_mid_batch_is_taken_over_and_recovers_by_itself(
         ids_by_tid.setdefault(event["transmissionId"], set()).add(event["id"])
     assert set(acked) <= set(ids_by_tid)
     assert all(len(ids) == 1 for ids in ids_by_tid.values())
+
+
+def deliver(receiver: FlaskClient, sandbox: SandboxClient, n: int, timeout: float) -> tuple[list[str], float]:
+    """Post ``n`` pushes and wait until AEP has them all; their transmissionIds and the seconds it took."""
+    started = time.monotonic()
+    sent = post_pushes(receiver, n)
+    wait_for(
+        lambda: set(sent) <= {e["transmissionId"] for e in sandbox.events()}, timeout=timeout, what="delivery"
+    )
+    return sent, time.monotonic() - started
+
+
+@pytest.mark.slow
+def test_latency_and_loss_between_a_worker_and_redis_slow_it_down_and_lose_nothing(
+    bed: Bed, make_app: Callable[[Settings], Flask]
+) -> None:
+    assert bed.sandbox is not None
+    sandbox = SandboxClient(bed.sandbox.url)
+    client = bed.local_redis()
+    receiver = make_app(bed.settings()).test_client()
+    count = 300
+
+    # Given host1 delivering over a clean link to Redis (the pace to compare with)
+    host1 = bed.start_worker(1)
+    clean, clean_s = deliver(receiver, sandbox, count, timeout=120)
+    host1.stop()
+
+    # When host2, alone, reaches Redis over a link with 200 ms added per round trip and 5% of
+    # packets lost each way
+    url, link = bed.slow_redis(2, round_trip=0.2, loss=0.05)
+    probe = redis.Redis.from_url(url, socket_timeout=10)
+    started = time.monotonic()
+    probe.ping()
+    probe_s = time.monotonic() - started
+    bed.start_worker(2, redis_url=url, timeout=120)
+    slow, slow_s = deliver(receiver, sandbox, count, timeout=600)
+
+    # Then every push arrived, each under one _id and none twice, and nothing was dead-lettered
+    ids_by_tid: dict[str, set[str]] = {}
+    copies: dict[str, int] = {}
+    for event in sandbox.events():
+        ids_by_tid.setdefault(event["transmissionId"], set()).add(event["id"])
+        copies[event["transmissionId"]] = copies.get(event["transmissionId"], 0) + 1
+    assert set(clean + slow) <= set(ids_by_tid)
+    assert all(len(ids) == 1 for ids in ids_by_tid.values())
+    resent = sum(copies[tid] - 1 for tid in slow)
+    assert client.xlen(keys.DEADLETTER) == 0
+    # and the link was what it says: the worker's traffic went through it, delayed, and lost packets
+    dropped = bed.dropped()
+    assert link.connections > 0 and link.chunks > 0
+    assert probe_s >= 0.2
+    assert dropped > 0
+    print(
+        f"\nworker to Redis with 200 ms per round trip and 5% loss each way: {count} pushes in"
+        f" {slow_s:.1f} s ({count / slow_s:.0f}/s) against {clean_s:.1f} s ({count / clean_s:.0f}/s)"
+        f" on a clean link; {dropped} packets dropped, {link.connections} connections, 0 lost,"
+        f" {resent} re-sent"
+    )
