@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
-from redis.sentinel import Sentinel
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from shared.settings import Settings
 
@@ -29,13 +28,18 @@ def connect(settings: Settings, *, socket_timeout: float = 5.0) -> redis.Redis:
     }
     if not settings.uses_sentinel:
         return redis.Redis.from_url(settings.redis_url, **options)
-    parts = [urlsplit(part) for part in settings.redis_url.split(";")]
-    hosts = [(p.hostname or "127.0.0.1", p.port or 26379) for p in parts]
-    db = int(parts[-1].path.strip("/") or 0)
-    password = next((p.password for p in parts if p.password), None)
-    sentinels = Sentinel(hosts, socket_connect_timeout=2.0, socket_timeout=2.0)  # type: ignore[no-untyped-call]
+    named = settings.sentinels
+    tls: dict[str, Any] = {"ssl": True, **named.tls} if named.tls else {}
+    sentinels = Sentinel(  # type: ignore[no-untyped-call]
+        list(named.hosts), sentinel_kwargs={"socket_connect_timeout": 2.0, "socket_timeout": 2.0, **tls}
+    )
     master: redis.Redis = sentinels.master_for(  # type: ignore[no-untyped-call]
-        settings.redis_sentinel_master or "", db=db, password=password, **options
+        settings.redis_sentinel_master or "",
+        db=named.db,
+        username=named.username,
+        password=named.password,
+        **options,
+        **tls,
     )
     return master
 
@@ -80,6 +84,13 @@ def refusal(client: redis.Redis) -> str | None:
         return f"REDIS_URL: Redis refused the user and password ({exc})"
     except redis.ResponseError as exc:
         return f"REDIS_URL: the Redis user may not run PING ({exc})" if "NOPERM" in str(exc) else None
+    except MasterNotFoundError:
+        # The Sentinels' own answers say why (their errors are folded into this one unreadably).
+        manager = getattr(client.connection_pool, "sentinel_manager", None)
+        for sentinel in getattr(manager, "sentinels", []):
+            if problem := refusal(sentinel):
+                return problem
+        return None
     except redis.ConnectionError as exc:
         text = str(exc)
         if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:

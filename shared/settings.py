@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 #: A setting parsed as a number (int or float).
 _N = TypeVar("_N", int, float)
@@ -127,6 +127,11 @@ class Settings:
     def uses_sentinel(self) -> bool:
         """True when ``REDIS_URL`` lists Redis Sentinels rather than one server."""
         return self.redis_url.startswith("sentinel://")
+
+    @property
+    def sentinels(self) -> Sentinels:
+        """What a ``sentinel://`` ``REDIS_URL`` names (call only when ``uses_sentinel``)."""
+        return Sentinels.parse(self.redis_url)
 
     @property
     def aep_credentials(self) -> bool:
@@ -274,7 +279,76 @@ def _redis_url(name: str, raw: str) -> str:
         _url("redis", "rediss", "unix", "sentinel")(name, part)
     if ";" in raw and not all(part.startswith("sentinel://") for part in raw.split(";")):
         _fail(name, "may list several servers only as sentinel://host:port;sentinel://host:port")
+    if raw.startswith("sentinel://"):
+        try:
+            Sentinels.parse(raw)
+        except ValueError as exc:
+            _fail(name, str(exc))
     return raw
+
+
+#: The TLS options a sentinel:// URL may end with, as redis-py names them for rediss:// URLs.
+SENTINEL_TLS_OPTIONS = ("ssl", "ssl_ca_certs", "ssl_cert_reqs", "ssl_certfile", "ssl_keyfile")
+_CERT_REQS = ("required", "optional", "none")
+
+
+@dataclass(frozen=True)
+class Sentinels:
+    """A ``sentinel://`` URL read: the Sentinels, the database, the master's user and TLS options.
+
+    ``sentinel://[user:password@]h1:26379;sentinel://h2:26379/0[?ssl_ca_certs=…&ssl_cert_reqs=required]``:
+    the user and password (on any one Sentinel) are the master's; the TLS options after the
+    database apply to the Sentinels and the master alike, and any of them turns TLS on.
+    """
+
+    hosts: tuple[tuple[str, int], ...]
+    db: int
+    username: str | None
+    password: str | None
+    tls: Mapping[str, str]
+
+    @classmethod
+    def parse(cls, raw: str) -> Sentinels:
+        """Read ``raw``; ValueError says what is wrong with it."""
+        parts = [urlsplit(part) for part in raw.split(";")]
+        if any(part.query for part in parts[:-1]):
+            raise ValueError("puts TLS options once, at the end, after the database: …/0?ssl_ca_certs=…")
+        try:
+            hosts = tuple((p.hostname or "127.0.0.1", p.port or 26379) for p in parts)
+        except ValueError:  # a port that is not a number
+            raise ValueError("names a Sentinel with a port that is not a number") from None
+        db_text = parts[-1].path.strip("/") or "0"
+        if not db_text.isdigit() or any(p.path.strip("/") not in ("", db_text) for p in parts[:-1]):
+            raise ValueError("names one database, as a number at the end: sentinel://…;sentinel://…/0")
+        tls: dict[str, str] = {}
+        for key, _, value in (item.partition("=") for item in parts[-1].query.split("&") if item):
+            if key not in SENTINEL_TLS_OPTIONS:
+                known = ", ".join(SENTINEL_TLS_OPTIONS)
+                raise ValueError(f"has an unknown option {key!r}; a sentinel:// URL takes {known}")
+            tls[key] = unquote(value)
+        if tls.get("ssl", "true").lower() not in ("true", "false"):
+            raise ValueError("has ssl= other than true or false")
+        if tls.get("ssl_cert_reqs", "required") not in _CERT_REQS:
+            raise ValueError(f"has ssl_cert_reqs= other than {', '.join(_CERT_REQS)}")
+        if tls.pop("ssl", "true").lower() == "false":
+            tls = {}
+        elif parts[-1].query:
+            tls.setdefault("ssl_cert_reqs", "required")
+        username = next((unquote(p.username) for p in parts if p.username), None)
+        password = next((unquote(p.password) for p in parts if p.password), None)
+        return cls(hosts, int(db_text), username, password, tls)
+
+    @property
+    def broker_url(self) -> str:
+        """The URL for Celery: each Sentinel with the user and the database, no TLS options.
+
+        kombu reads the user and database from the first Sentinel only, and the TLS options come
+        to it as ``broker_use_ssl``; naming everything on every part keeps its failover cycle whole.
+        """
+        auth = ""
+        if self.password is not None:
+            auth = f"{quote(self.username or '', safe='')}:{quote(self.password, safe='')}@"
+        return ";".join(f"sentinel://{auth}{host}:{port}/{self.db}" for host, port in self.hosts)
 
 
 def _streaming_url(name: str, raw: str) -> str:

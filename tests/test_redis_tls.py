@@ -6,8 +6,9 @@ import dataclasses
 import re
 import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -20,6 +21,8 @@ from shared.settings import Settings
 from tests.helpers import TOKEN, Pipeline, SandboxClient, to_env
 
 PASSWORD = "acl-password-0123456789"
+ADMIN_PASSWORD = "admin-password-0123456789"
+MASTER = "rainbridge-tls"
 README_ACL = re.compile(r"^user rainbridge on >PASSWORD (.+)$", re.MULTILINE)
 
 
@@ -54,9 +57,8 @@ class TlsRedis:
         return redis.Redis.from_url(self.url(), decode_responses=True, socket_timeout=5)
 
 
-@pytest.fixture
-def tls_redis(tmp_path: Path) -> Iterator[TlsRedis]:
-    certs = tmp_path / "certs"
+def make_certs(certs: Path) -> tuple[Path, Path]:
+    """A CA, another CA, and a server certificate for 127.0.0.1 signed by the first; the two CAs."""
     ca = make_ca(certs, "ca")
     other_ca = make_ca(certs, "other")
     openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
@@ -64,20 +66,41 @@ def tls_redis(tmp_path: Path) -> Iterator[TlsRedis]:
     (certs / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
             "-out", "server.crt", "-days", "1", "-extfile", "ext.cnf", cwd=certs)  # fmt: skip
+    return ca, other_ca
+
+
+def tls_options(certs: Path, port: int) -> list[str]:
+    """redis-server options to listen on ``port`` with TLS only, and to speak TLS to its master."""
+    return [
+        "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--tls-replication", "yes",
+        "--tls-cert-file", str(certs / "server.crt"), "--tls-key-file", str(certs / "server.key"),
+        "--tls-ca-cert-file", str(certs / "ca.crt"), "--tls-auth-clients", "no",
+    ]  # fmt: skip
+
+
+def users() -> list[str]:
+    """No default user; the README's least-privileged rainbridge user; an admin for the test."""
     found = README_ACL.search((ROOT / "README.md").read_text())
     assert found, "the README prints the ACL line"
-    rules = found.group(1).split()
-    port = free_port()
-    args = [
-        redis_server_binary(), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-        "--tls-cert-file", str(certs / "server.crt"), "--tls-key-file", str(certs / "server.key"),
-        "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no",
-        "--dir", str(tmp_path), "--appendonly", "yes", "--save", "", "--maxmemory-policy", "noeviction",
-        "--logfile", str(tmp_path / "redis.log"),
+    return [
         "--user", "default", "off",
-        "--user", "rainbridge", "on", f">{PASSWORD}", *rules,
-        "--user", "admin", "on", ">admin-password-0123456789", "~*", "&*", "+@all",
+        "--user", "rainbridge", "on", f">{PASSWORD}", *found.group(1).split(),
+        "--user", "admin", "on", f">{ADMIN_PASSWORD}", "~*", "&*", "+@all",
     ]  # fmt: skip
+
+
+def durable(home: Path) -> list[str]:
+    home.mkdir(parents=True, exist_ok=True)
+    return ["--dir", str(home), "--appendonly", "yes", "--save", "", "--maxmemory-policy", "noeviction",
+            "--logfile", str(home / "redis.log")]  # fmt: skip
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[TlsRedis]:
+    certs = tmp_path / "certs"
+    ca, other_ca = make_certs(certs)
+    port = free_port()
+    args = [redis_server_binary(), *tls_options(certs, port), *durable(tmp_path), *users()]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = TlsRedis(port, ca, other_ca, proc)
     try:
@@ -89,7 +112,7 @@ def tls_redis(tmp_path: Path) -> Iterator[TlsRedis]:
 
 
 def admin(server: TlsRedis) -> redis.Redis:
-    url = server.url().replace(f"rainbridge:{PASSWORD}", "admin:admin-password-0123456789")
+    url = server.url().replace(f"rainbridge:{PASSWORD}", f"admin:{ADMIN_PASSWORD}")
     return redis.Redis.from_url(url, decode_responses=True, socket_timeout=5)
 
 
@@ -164,6 +187,164 @@ def test_a_wrong_ca_or_password_stops_each_process_at_start_with_one_line(
             lines = [line for line in proc.output().splitlines() if "configuration error" in line]
             assert lines and said in lines[0], proc.output()[-2000:]
             assert PASSWORD not in proc.output() and "not-it-0123456789" not in proc.output()
+    finally:
+        worker.stop()
+        receiver.stop()
+
+
+@dataclass
+class TlsSentinels:
+    """A master and a replica speaking only TLS, with the README's ACL user; three TLS Sentinels."""
+
+    workdir: Path
+    ca: Path
+    other_ca: Path
+    master_port: int = field(default_factory=free_port)
+    replica_port: int = field(default_factory=free_port)
+    sentinel_ports: list[int] = field(default_factory=lambda: [free_port() for _ in range(3)])
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def certs(self) -> Path:
+        return self.workdir / "certs"
+
+    def start(self) -> None:
+        replica_of = ["--replicaof", "127.0.0.1", str(self.master_port),
+                      "--masteruser", "admin", "--masterauth", ADMIN_PASSWORD]  # fmt: skip
+        for name, port, extra in (
+            ("master", self.master_port, []),
+            ("replica", self.replica_port, replica_of),
+        ):
+            args = [redis_server_binary(), *tls_options(self.certs, port), *durable(self.workdir / name),
+                    *users(), *extra]  # fmt: skip
+            self.procs[name] = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(
+            lambda: self.admin(self.master_port).info("replication")["connected_slaves"] == 1,
+            timeout=20,
+            what="the replica to connect over TLS",
+        )
+        for n, port in enumerate(self.sentinel_ports):
+            conf = self.workdir / f"sentinel{n}.conf"
+            conf.write_text(
+                f"dir {self.workdir}\n"
+                f"sentinel monitor {MASTER} 127.0.0.1 {self.master_port} 2\n"
+                f"sentinel auth-user {MASTER} admin\n"
+                f"sentinel auth-pass {MASTER} {ADMIN_PASSWORD}\n"
+                f"sentinel down-after-milliseconds {MASTER} 1000\n"
+                f"sentinel failover-timeout {MASTER} 5000\n"
+            )
+            self.procs[f"sentinel{n}"] = subprocess.Popen(
+                [redis_server_binary(), str(conf), "--sentinel", *tls_options(self.certs, port),
+                 "--logfile", str(self.workdir / f"sentinel{n}.log")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+
+    def url(self, *, ca: Path | None = None) -> str:
+        """REDIS_URL: the three Sentinels over TLS, the master's rainbridge user."""
+        first, *rest = self.sentinel_ports
+        return (
+            f"sentinel://rainbridge:{PASSWORD}@127.0.0.1:{first};"
+            + "".join(f"sentinel://127.0.0.1:{port};" for port in rest)[:-1]
+            + f"/0?ssl_ca_certs={ca or self.ca}&ssl_cert_reqs=required"
+        )
+
+    def admin(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, username="admin", password=ADMIN_PASSWORD, ssl=True,
+                           ssl_ca_certs=str(self.ca), decode_responses=True, socket_timeout=5)  # fmt: skip
+
+    def master(self) -> int:
+        """The port the Sentinels name as master now (asked over TLS)."""
+        sentinel = redis.Redis(
+            port=self.sentinel_ports[0], ssl=True, ssl_ca_certs=str(self.ca), socket_timeout=5
+        )
+        return int(sentinel.sentinel_get_master_addr_by_name(MASTER)[1])
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def tls_sentinels(tmp_path: Path) -> Iterator[TlsSentinels]:
+    ca, other_ca = make_certs(tmp_path / "certs")
+    built = TlsSentinels(tmp_path, ca, other_ca)
+    try:
+        built.start()
+        wait_for(lambda: built.master() == built.master_port, timeout=20, what="the Sentinels to agree")
+        yield built
+    finally:
+        built.close()
+
+
+@pytest.mark.slow
+def test_the_pipeline_follows_a_failover_behind_sentinels_over_tls_as_the_least_privileged_user(
+    tls_sentinels: TlsSentinels,
+    settings: Settings,
+    sandbox: SandboxClient,
+    make_app: Callable[[Settings], Flask],
+    tmp_path: Path,
+) -> None:
+    behind = dataclasses.replace(settings, redis_url=tls_sentinels.url(), redis_sentinel_master=MASTER)
+    # Given a worker (its Celery broker included) and the receiver behind TLS Sentinels
+    pipeline = Pipeline(behind, tmp_path)
+    pipeline.start_worker()
+    receiver = make_app(behind).test_client()
+
+    def push_all(pushes: list[dict[str, Any]]) -> None:
+        for push in pushes:
+            # While there is no master the receiver answers 503, and RainFocus sends again.
+            wait_for(
+                lambda push=push: (
+                    receiver.post(
+                        "/v1/pushes", json=push, headers={"Authorization": f"Bearer {TOKEN}"}
+                    ).status_code
+                    == 202
+                ),
+                timeout=30,
+                interval=0.2,
+                what="the push to be acknowledged",
+            )
+
+    try:
+        before = [samples.push() for _ in range(10)]
+        push_all(before)
+        sandbox.wait_for_events(10)
+        # When the master is SIGKILLed and the Sentinels promote the replica
+        tls_sentinels.procs["master"].kill()
+        wait_for(
+            lambda: tls_sentinels.master() == tls_sentinels.replica_port, timeout=30, what="the failover"
+        )
+        after = [samples.push() for _ in range(10)]
+        push_all(after)
+        # Then the receiver and the worker follow it over TLS: everything is delivered
+        events = sandbox.wait_for_events(20, timeout=60)
+        assert {p["transmissionId"] for p in before + after} <= {e["transmissionId"] for e in events}
+        # and the operator's commands reach the new master too
+        assert rainbridge(behind, "dlq", "list").returncode == 0
+    finally:
+        pipeline.stop()
+    # and the new master refused the least-privileged user nothing
+    assert tls_sentinels.admin(tls_sentinels.replica_port).acl_log() == []
+
+
+@pytest.mark.slow
+def test_a_wrong_ca_for_the_sentinels_stops_each_process_at_start_with_one_line(
+    tls_sentinels: TlsSentinels, settings: Settings, tmp_path: Path
+) -> None:
+    bad = dataclasses.replace(
+        settings, redis_url=tls_sentinels.url(ca=tls_sentinels.other_ca), redis_sentinel_master=MASTER
+    )
+    worker = start_worker(bad, tmp_path)
+    receiver = gunicorn(to_env(bad), free_port(), tmp_path / "gunicorn.log")
+    try:
+        for proc in (worker, receiver):
+            wait_for(lambda proc=proc: not proc.alive(), timeout=30, what="the process to stop")
+            lines = [line for line in proc.output().splitlines() if "configuration error" in line]
+            assert lines and "REDIS_URL: Redis's TLS certificate is not trusted" in lines[0], proc.output()[
+                -2000:
+            ]
+            assert PASSWORD not in proc.output()
     finally:
         worker.stop()
         receiver.stop()

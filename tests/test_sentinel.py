@@ -69,3 +69,39 @@ def test_the_pipeline_runs_through_sentinel(
     finally:
         fleet.stop()
         app.extensions["rainbridge"].redis.close()
+
+
+def test_a_sentinel_url_reads_the_user_the_database_and_tls_options() -> None:
+    raw = (
+        "sentinel://rainbridge:p%40ss@10.0.0.1:26380;sentinel://10.0.0.2/3"
+        "?ssl_ca_certs=/etc/ssl/ca.pem&ssl_cert_reqs=required"
+    )
+    named = Settings.from_env({"REDIS_URL": raw, "REDIS_SENTINEL_MASTER": MASTER}).sentinels
+    assert named.hosts == (("10.0.0.1", 26380), ("10.0.0.2", 26379))
+    assert (named.db, named.username, named.password) == (3, "rainbridge", "p@ss")
+    assert named.tls == {"ssl_ca_certs": "/etc/ssl/ca.pem", "ssl_cert_reqs": "required"}
+    # Celery is told the user and the database on every Sentinel, and TLS apart from the URL.
+    assert named.broker_url == (
+        "sentinel://rainbridge:p%40ss@10.0.0.1:26380/3;sentinel://rainbridge:p%40ss@10.0.0.2:26379/3"
+    )
+    plain = Settings.from_env(
+        {"REDIS_URL": "sentinel://a:1;sentinel://b:2/0", "REDIS_SENTINEL_MASTER": MASTER}
+    )
+    assert plain.sentinels.tls == {}
+    assert Settings(redis_url="sentinel://a:1/0?ssl=true").sentinels.tls == {"ssl_cert_reqs": "required"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "said"),
+    [
+        ("sentinel://a:1/0?ssl_ca=/x", "unknown option 'ssl_ca'"),
+        ("sentinel://a:1?ssl=true;sentinel://b:2/0", "TLS options once, at the end"),
+        ("sentinel://a:1/1;sentinel://b:2/0", "one database"),
+        ("sentinel://a:1;sentinel://b:2/zero", "one database"),
+        ("sentinel://a:1/0?ssl_cert_reqs=maybe", "ssl_cert_reqs= other than"),
+    ],
+)
+def test_a_malformed_sentinel_url_is_refused_naming_the_variable(raw: str, said: str) -> None:
+    with pytest.raises(ConfigError, match="REDIS_URL") as refused:
+        Settings.from_env({"REDIS_URL": raw, "REDIS_SENTINEL_MASTER": MASTER})
+    assert said in str(refused.value)

@@ -49,7 +49,16 @@ class Runtime:
 def create_app(settings: Settings) -> Celery:
     """The rainbridge Celery app for ``settings``: its queues, reliability options, tasks and signals."""
     celery_fixes.install()
-    app = Celery("rainbridge", broker=settings.redis_url)
+    broker_url, tls = settings.redis_url, None
+    sentinel_options: dict[str, Any] = {}
+    if settings.uses_sentinel:
+        named = settings.sentinels
+        broker_url, tls = named.broker_url, dict(named.tls) or None
+        sentinel_options = {"master_name": settings.redis_sentinel_master}
+        if tls:
+            # kombu takes TLS for the master as broker_use_ssl, and for the Sentinels separately.
+            sentinel_options["sentinel_kwargs"] = {"ssl": True, **tls}
+    app = Celery("rainbridge", broker=broker_url)
     app.conf.update(
         # Reliability: ack after the task ran; a task whose process died goes back to the queue.
         task_acks_late=True,
@@ -61,8 +70,8 @@ def create_app(settings: Settings) -> Celery:
         task_ignore_result=True,
         result_backend=None,
         # A task runs for about a second; after 5 minutes an unacked task is surely orphaned.
-        broker_transport_options={"visibility_timeout": 300}
-        | ({"master_name": settings.redis_sentinel_master} if settings.uses_sentinel else {}),
+        broker_transport_options={"visibility_timeout": 300} | sentinel_options,
+        broker_use_ssl=tls,
         broker_connection_retry_on_startup=True,
         task_soft_time_limit=120,
         task_time_limit=150,
