@@ -1,12 +1,14 @@
-"""Several hosts for real: worker hosts in network namespaces of their own, with their own hostnames.
+"""Several hosts for real: a receiver host and worker hosts in network namespaces of their own.
 
 The bed: a bridge in this namespace carries Redis (10.77.0.1) and the AEP sandbox (10.77.0.10);
-each worker host is a network namespace on it (10.77.0.2N) whose worker runs under a hostname of
-its own (``unshare --uts``), so rainbridge sees separate hosts. Links are cut with routes inside
-a host's namespace; a link is made slow by a delaying relay (``devkit.slowlink``: this kernel has
-no ``netem``) and lossy by iptables ``statistic`` rules that drop packets at random on arrival,
-at both ends. Traffic stays on the bridge and in the namespaces. It needs root, iproute2 and
-iptables (``.ci/run`` installs them); under ``CI=true`` a bed that cannot be built fails the test.
+the receiver host (10.77.0.30) runs gunicorn as the README says, on port 8000, and each worker
+host is a network namespace on it (10.77.0.2N) whose worker runs under a hostname of its own
+(``unshare --uts``), so rainbridge sees separate hosts; pushes come from this namespace over
+HTTP. Links are cut with routes inside a host's namespace; a link is made slow by a delaying
+relay (``devkit.slowlink``: this kernel has no ``netem``) and lossy by iptables ``statistic``
+rules that drop packets at random on arrival, at both ends. Traffic stays on the bridge and in
+the namespaces. It needs root, iproute2 and iptables (``.ci/run`` installs them); under
+``CI=true`` a bed that cannot be built fails the test.
 """
 
 from __future__ import annotations
@@ -15,14 +17,13 @@ import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import redis
-from flask import Flask
-from flask.testing import FlaskClient
+import requests
 
 from devkit import samples
 from devkit.local import local_settings, settings_env
@@ -36,7 +37,9 @@ from shared.settings import Settings
 from tests.helpers import SANDBOX, TOKEN
 from worker import pause
 
-REDIS_IP, AEP_IP = "10.77.0.1", "10.77.0.10"
+REDIS_IP, AEP_IP, RECEIVER_IP = "10.77.0.1", "10.77.0.10", "10.77.0.30"
+#: The name ``unshare --uts`` gives a host: the worker's hostname is what rainbridge tells hosts by.
+NAME_IT = 'hostname "$0" && exec "$@"'
 
 
 def ip(*args: str) -> None:
@@ -57,6 +60,7 @@ class Bed:
     tag: str
     workdir: Path
     hosts: list[str] = field(default_factory=list)
+    receiver_host: str = ""
     procs: list[Process] = field(default_factory=list)
     redis_proc: subprocess.Popen[bytes] | None = None
     sandbox: SandboxServer | None = None
@@ -75,14 +79,8 @@ class Bed:
         ip("addr", "add", f"{AEP_IP}/24", "dev", self.bridge)
         ip("link", "set", self.bridge, "up")
         for n in (1, 2):
-            namespace, outside = f"rb{self.tag}w{n}", f"rbv{self.tag}{n}"
-            ip("netns", "add", namespace)
-            self.hosts.append(namespace)
-            ip("link", "add", outside, "type", "veth", "peer", "name", "eth0", "netns", namespace)
-            ip("link", "set", outside, "master", self.bridge, "up")
-            ip("-n", namespace, "addr", "add", f"10.77.0.2{n}/24", "dev", "eth0")
-            ip("-n", namespace, "link", "set", "eth0", "up")
-            ip("-n", namespace, "link", "set", "lo", "up")
+            self.hosts.append(self._host(f"w{n}", f"10.77.0.2{n}"))
+        self.receiver_host = self._host("r", RECEIVER_IP)
         self.redis_port = free_port()
         self.redis_proc = subprocess.Popen(
             [redis_server_binary(), "--port", str(self.redis_port), "--bind", f"127.0.0.1 {REDIS_IP}",
@@ -93,6 +91,17 @@ class Bed:
         wait_for(lambda: self.local_redis().ping(), timeout=10, what="redis-server on the bridge")
         self.sandbox = SandboxServer(SANDBOX, host=AEP_IP, port=free_port())
         self.sandbox.start()
+
+    def _host(self, name: str, address: str) -> str:
+        """A namespace on the bridge at ``address``; its name."""
+        namespace, outside = f"rb{self.tag}{name}", f"rbv{self.tag}{name}"
+        ip("netns", "add", namespace)
+        ip("link", "add", outside, "type", "veth", "peer", "name", "eth0", "netns", namespace)
+        ip("link", "set", outside, "master", self.bridge, "up")
+        ip("-n", namespace, "addr", "add", f"{address}/24", "dev", "eth0")
+        ip("-n", namespace, "link", "set", "eth0", "up")
+        ip("-n", namespace, "link", "set", "lo", "up")
+        return namespace
 
     def local_redis(self) -> redis.Redis:
         return redis.Redis(port=self.redis_port, decode_responses=True, socket_timeout=5)
@@ -111,8 +120,7 @@ class Bed:
     def start_worker(self, n: int, redis_url: str | None = None, timeout: float = 40) -> Process:
         """A worker on host ``n``, started as the README says, under the hostname ``host<n>``."""
         namespace, hostname = self.hosts[n - 1], f"host{n}"
-        name_it = 'hostname "$0" && exec "$@"'
-        args = ["ip", "netns", "exec", namespace, "unshare", "--uts", "sh", "-c", name_it, hostname,
+        args = ["ip", "netns", "exec", namespace, "unshare", "--uts", "sh", "-c", NAME_IT, hostname,
                 str(BIN / "celery"), "-A", "worker.app", "worker", "--loglevel", "INFO",
                 "--concurrency", "2", "--hostname", f"w{n}@%h"]  # fmt: skip
         proc = Process(args, settings_env(self.settings(redis_url)), self.workdir / f"host{n}.log")
@@ -124,6 +132,22 @@ class Bed:
         )
         assert proc.alive(), proc.output()[-3000:]
         return proc
+
+    def start_receiver(self) -> str:
+        """gunicorn on the receiver host, with the README's command; its base URL."""
+        args = ["ip", "netns", "exec", self.receiver_host, "unshare", "--uts", "sh", "-c", NAME_IT,
+                "receiver", str(BIN / "gunicorn"), "--bind", "0.0.0.0:8000", "--workers", "2",
+                "receiver.app:create_app()"]  # fmt: skip
+        proc = Process(args, settings_env(self.settings()), self.workdir / "receiver.log")
+        self.procs.append(proc)
+        url = f"http://{RECEIVER_IP}:8000"
+        wait_for(
+            lambda: not proc.alive() or requests.get(f"{url}/readyz", timeout=2).ok,
+            timeout=40,
+            what="the receiver host",
+        )
+        assert proc.alive(), proc.output()[-3000:]
+        return url
 
     def unplug(self, n: int) -> None:
         """Host ``n``'s link goes down: connections it has are cut too, not just new ones."""
@@ -192,9 +216,10 @@ class Bed:
         if self.redis_proc is not None:
             self.redis_proc.kill()
             self.redis_proc.wait(timeout=10)
-        for namespace in self.hosts:
+        for namespace in [*self.hosts, self.receiver_host]:
             with contextlib.suppress(subprocess.CalledProcessError):
-                ip("netns", "del", namespace)
+                if namespace:
+                    ip("netns", "del", namespace)
         with contextlib.suppress(subprocess.CalledProcessError):
             ip("link", "del", self.bridge)
 
@@ -217,29 +242,37 @@ def bed(tmp_path: Path) -> Iterator[Bed]:
         built.close()
 
 
-def post_pushes(receiver: FlaskClient, n: int) -> list[str]:
-    """Post ``n`` new pushes through the receiver (each acknowledged); their transmissionIds."""
-    pushes = [samples.push() for _ in range(n)]
-    for push in pushes:
-        answer = receiver.post("/v1/pushes", json=push, headers={"Authorization": f"Bearer {TOKEN}"})
-        assert answer.status_code == 202
-    return [p["transmissionId"] for p in pushes]
+@dataclass
+class Receiver:
+    """RainFocus's side: pushes over HTTP to the receiver host, one connection kept open."""
+
+    url: str
+    http: requests.Session = field(default_factory=requests.Session)
+
+    def post_pushes(self, n: int) -> list[str]:
+        """Post ``n`` new pushes (each acknowledged); their transmissionIds."""
+        pushes = [samples.push() for _ in range(n)]
+        for push in pushes:
+            answer = self.http.post(
+                f"{self.url}/v1/pushes", json=push, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+            )
+            assert answer.status_code == 202, answer.text
+        return [p["transmissionId"] for p in pushes]
 
 
 @pytest.mark.slow
 def test_a_host_cut_off_from_aep_backs_off_alone_while_the_other_keeps_delivering(
-    bed: Bed, make_app: Callable[[Settings], Flask]
+    bed: Bed,
 ) -> None:
-    settings = bed.settings()
     assert bed.sandbox is not None
     sandbox = SandboxClient(bed.sandbox.url)
     client = bed.local_redis()
     host1 = bed.start_worker(1)
     host2 = bed.start_worker(2)
-    receiver = make_app(settings).test_client()
+    receiver = Receiver(bed.start_receiver())
 
     def post(n: int) -> list[str]:
-        return post_pushes(receiver, n)
+        return receiver.post_pushes(n)
 
     # Given both hosts delivering
     first = post(10)
@@ -289,18 +322,17 @@ def held(client: redis.Redis, host: str) -> int:
 
 @pytest.mark.slow
 def test_a_host_cut_off_mid_batch_is_taken_over_and_recovers_by_itself(
-    bed: Bed, make_app: Callable[[Settings], Flask]
+    bed: Bed,
 ) -> None:
-    settings = bed.settings()
     assert bed.sandbox is not None
     sandbox = SandboxClient(bed.sandbox.url)
     client = bed.local_redis()
     host1 = bed.start_worker(1)
-    receiver = make_app(settings).test_client()
+    receiver = Receiver(bed.start_receiver())
     acked: list[str] = []
 
     def post(n: int) -> list[str]:
-        sent = post_pushes(receiver, n)
+        sent = receiver.post_pushes(n)
         acked.extend(sent)
         return sent
 
@@ -340,10 +372,10 @@ def test_a_host_cut_off_mid_batch_is_taken_over_and_recovers_by_itself(
     assert all(len(ids) == 1 for ids in ids_by_tid.values())
 
 
-def deliver(receiver: FlaskClient, sandbox: SandboxClient, n: int, timeout: float) -> tuple[list[str], float]:
+def deliver(receiver: Receiver, sandbox: SandboxClient, n: int, timeout: float) -> tuple[list[str], float]:
     """Post ``n`` pushes and wait until AEP has them all; their transmissionIds and the seconds it took."""
     started = time.monotonic()
-    sent = post_pushes(receiver, n)
+    sent = receiver.post_pushes(n)
     wait_for(
         lambda: set(sent) <= {e["transmissionId"] for e in sandbox.events()}, timeout=timeout, what="delivery"
     )
@@ -352,12 +384,12 @@ def deliver(receiver: FlaskClient, sandbox: SandboxClient, n: int, timeout: floa
 
 @pytest.mark.slow
 def test_latency_and_loss_between_a_worker_and_redis_slow_it_down_and_lose_nothing(
-    bed: Bed, make_app: Callable[[Settings], Flask]
+    bed: Bed,
 ) -> None:
     assert bed.sandbox is not None
     sandbox = SandboxClient(bed.sandbox.url)
     client = bed.local_redis()
-    receiver = make_app(bed.settings()).test_client()
+    receiver = Receiver(bed.start_receiver())
     count = 300
 
     # Given host1 delivering over a clean link to Redis (the pace to compare with)
