@@ -1,4 +1,8 @@
-"""Managed Redis: TLS with a CA made here, and the README's least-privilege ACL user, end to end."""
+"""Managed Redis: TLS with a CA made here, and the README's least-privilege ACL user, end to end.
+
+Once with one TLS-only Redis, once with a TLS-only master and replica behind three TLS-only
+Sentinels, the master SIGKILLed on the way.
+"""
 
 from __future__ import annotations
 
@@ -104,7 +108,12 @@ def tls_redis(tmp_path: Path) -> Iterator[TlsRedis]:
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     server = TlsRedis(port, ca, other_ca, proc)
     try:
-        wait_for(lambda: server.client().ping(), timeout=10, what="redis-server with TLS")
+
+        def answers() -> bool:
+            with server.client() as client:  # closed each time: an unclosed TLS socket warns
+                return bool(client.ping())
+
+        wait_for(answers, timeout=10, what="redis-server with TLS")
         yield server
     finally:
         proc.kill()
@@ -154,7 +163,8 @@ def test_the_whole_pipeline_runs_over_tls_as_the_least_privileged_user(
     finally:
         pipeline.stop()
     # and Redis refused that user nothing: the ACL line is enough
-    assert admin(tls_redis).acl_log() == []
+    with admin(tls_redis) as client:
+        assert client.acl_log() == []
     # (and +config|get let the start-up check read appendonly and maxmemory-policy)
     assert "cannot read CONFIG" not in pipeline.logs()
 
@@ -203,6 +213,8 @@ class TlsSentinels:
     replica_port: int = field(default_factory=free_port)
     sentinel_ports: list[int] = field(default_factory=lambda: [free_port() for _ in range(3)])
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: The test's own clients, one per server, closed by ``close`` (an unclosed TLS socket warns).
+    clients: dict[int, redis.Redis] = field(default_factory=dict)
 
     @property
     def certs(self) -> Path:
@@ -239,27 +251,30 @@ class TlsSentinels:
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
 
-    def url(self, *, ca: Path | None = None) -> str:
+    def url(self, *, password: str = PASSWORD, ca: Path | None = None) -> str:
         """REDIS_URL: the three Sentinels over TLS, the master's rainbridge user."""
         first, *rest = self.sentinel_ports
         return (
-            f"sentinel://rainbridge:{PASSWORD}@127.0.0.1:{first};"
+            f"sentinel://rainbridge:{password}@127.0.0.1:{first};"
             + "".join(f"sentinel://127.0.0.1:{port};" for port in rest)[:-1]
             + f"/0?ssl_ca_certs={ca or self.ca}&ssl_cert_reqs=required"
         )
 
     def admin(self, port: int) -> redis.Redis:
-        return redis.Redis(port=port, username="admin", password=ADMIN_PASSWORD, ssl=True,
-                           ssl_ca_certs=str(self.ca), decode_responses=True, socket_timeout=5)  # fmt: skip
+        """The test's client for the server (as admin) or Sentinel on ``port``."""
+        if port not in self.clients:
+            user = {} if port in self.sentinel_ports else {"username": "admin", "password": ADMIN_PASSWORD}
+            self.clients[port] = redis.Redis(port=port, ssl=True, ssl_ca_certs=str(self.ca),
+                                             decode_responses=True, socket_timeout=5, **user)  # fmt: skip
+        return self.clients[port]
 
     def master(self) -> int:
         """The port the Sentinels name as master now (asked over TLS)."""
-        sentinel = redis.Redis(
-            port=self.sentinel_ports[0], ssl=True, ssl_ca_certs=str(self.ca), socket_timeout=5
-        )
-        return int(sentinel.sentinel_get_master_addr_by_name(MASTER)[1])
+        return int(self.admin(self.sentinel_ports[0]).sentinel_get_master_addr_by_name(MASTER)[1])
 
     def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
         for proc in self.procs.values():
             proc.kill()
             proc.wait(timeout=10)
@@ -329,22 +344,30 @@ def test_the_pipeline_follows_a_failover_behind_sentinels_over_tls_as_the_least_
 
 
 @pytest.mark.slow
-def test_a_wrong_ca_for_the_sentinels_stops_each_process_at_start_with_one_line(
-    tls_sentinels: TlsSentinels, settings: Settings, tmp_path: Path
+@pytest.mark.parametrize(
+    ("wrong", "said"),
+    [
+        ("ca", "REDIS_URL: Redis's TLS certificate is not trusted"),
+        ("password", "REDIS_URL: Redis refused the user and password"),
+    ],
+)
+def test_a_wrong_ca_or_password_behind_sentinels_stops_each_process_at_start_with_one_line(
+    tls_sentinels: TlsSentinels, settings: Settings, tmp_path: Path, wrong: str, said: str
 ) -> None:
-    bad = dataclasses.replace(
-        settings, redis_url=tls_sentinels.url(ca=tls_sentinels.other_ca), redis_sentinel_master=MASTER
+    url = (
+        tls_sentinels.url(ca=tls_sentinels.other_ca)
+        if wrong == "ca"
+        else tls_sentinels.url(password="not-it-0123456789")
     )
+    bad = dataclasses.replace(settings, redis_url=url, redis_sentinel_master=MASTER)
     worker = start_worker(bad, tmp_path)
     receiver = gunicorn(to_env(bad), free_port(), tmp_path / "gunicorn.log")
     try:
         for proc in (worker, receiver):
             wait_for(lambda proc=proc: not proc.alive(), timeout=30, what="the process to stop")
             lines = [line for line in proc.output().splitlines() if "configuration error" in line]
-            assert lines and "REDIS_URL: Redis's TLS certificate is not trusted" in lines[0], proc.output()[
-                -2000:
-            ]
-            assert PASSWORD not in proc.output()
+            assert lines and said in lines[0], proc.output()[-2000:]
+            assert PASSWORD not in proc.output() and "not-it-0123456789" not in proc.output()
     finally:
         worker.stop()
         receiver.stop()
