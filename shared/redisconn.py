@@ -31,7 +31,8 @@ def connect(settings: Settings, *, socket_timeout: float = 5.0) -> redis.Redis:
     named = settings.sentinels
     tls: dict[str, Any] = {"ssl": True, **named.tls} if named.tls else {}
     sentinels = Sentinel(  # type: ignore[no-untyped-call]
-        list(named.hosts), sentinel_kwargs={"socket_connect_timeout": 2.0, "socket_timeout": 2.0, **tls}
+        list(named.hosts),
+        sentinel_kwargs={"socket_connect_timeout": 2.0, "socket_timeout": 2.0, **named.sentinel_kwargs},
     )
     master: redis.Redis = sentinels.master_for(  # type: ignore[no-untyped-call]
         settings.redis_sentinel_master or "",
@@ -88,6 +89,15 @@ def refusal(client: redis.Redis) -> str | None:
         # The Sentinels' own answers say why (their errors are folded into this one unreadably).
         manager = getattr(client.connection_pool, "sentinel_manager", None)
         for sentinel in getattr(manager, "sentinels", []):
+            try:
+                sentinel.ping()
+            except redis.AuthenticationError as exc:
+                return (
+                    f"REDIS_URL: a Sentinel refused the password ({exc}); give the Sentinels' own"
+                    " with sentinel_password=<password> at the end of REDIS_URL"
+                )
+            except redis.RedisError:
+                pass
             if problem := refusal(sentinel):
                 return problem
         return None

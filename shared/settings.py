@@ -289,6 +289,8 @@ def _redis_url(name: str, raw: str) -> str:
 
 #: The TLS options a sentinel:// URL may end with, as redis-py names them for rediss:// URLs.
 SENTINEL_TLS_OPTIONS = ("ssl", "ssl_ca_certs", "ssl_cert_reqs", "ssl_certfile", "ssl_keyfile")
+#: For Sentinels that ask for a password themselves (``requirepass`` in sentinel.conf).
+SENTINEL_AUTH_OPTIONS = ("sentinel_username", "sentinel_password")
 _CERT_REQS = ("required", "optional", "none")
 
 
@@ -298,7 +300,8 @@ class Sentinels:
 
     ``sentinel://[user:password@]h1:26379;sentinel://h2:26379/0[?ssl_ca_certs=…&ssl_cert_reqs=required]``:
     the user and password (on any one Sentinel) are the master's; the TLS options after the
-    database apply to the Sentinels and the master alike, and any of them turns TLS on.
+    database apply to the Sentinels and the master alike, and any of them turns TLS on;
+    ``sentinel_password`` (and ``sentinel_username``) are what the Sentinels themselves ask for.
     """
 
     hosts: tuple[tuple[str, int], ...]
@@ -306,6 +309,14 @@ class Sentinels:
     username: str | None
     password: str | None
     tls: Mapping[str, str]
+    sentinel_auth: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def sentinel_kwargs(self) -> dict[str, Any]:
+        """How to connect to the Sentinels themselves (redis-py's and kombu's ``sentinel_kwargs``)."""
+        tls: dict[str, Any] = {"ssl": True, **self.tls} if self.tls else {}
+        auth = {key.removeprefix("sentinel_"): value for key, value in self.sentinel_auth.items()}
+        return tls | auth
 
     @classmethod
     def parse(cls, raw: str) -> Sentinels:
@@ -321,22 +332,24 @@ class Sentinels:
         if not db_text.isdigit() or any(p.path.strip("/") not in ("", db_text) for p in parts[:-1]):
             raise ValueError("names one database, as a number at the end: sentinel://…;sentinel://…/0")
         tls: dict[str, str] = {}
+        auth: dict[str, str] = {}
         for key, _, value in (item.partition("=") for item in parts[-1].query.split("&") if item):
-            if key not in SENTINEL_TLS_OPTIONS:
-                known = ", ".join(SENTINEL_TLS_OPTIONS)
+            if key not in SENTINEL_TLS_OPTIONS + SENTINEL_AUTH_OPTIONS:
+                known = ", ".join(SENTINEL_TLS_OPTIONS + SENTINEL_AUTH_OPTIONS)
                 raise ValueError(f"has an unknown option {key!r}; a sentinel:// URL takes {known}")
-            tls[key] = unquote(value)
+            (auth if key in SENTINEL_AUTH_OPTIONS else tls)[key] = unquote(value)
+        if "sentinel_username" in auth and "sentinel_password" not in auth:
+            raise ValueError("has sentinel_username without sentinel_password")
         if tls.get("ssl", "true").lower() not in ("true", "false"):
             raise ValueError("has ssl= other than true or false")
         if tls.get("ssl_cert_reqs", "required") not in _CERT_REQS:
             raise ValueError(f"has ssl_cert_reqs= other than {', '.join(_CERT_REQS)}")
-        if tls.pop("ssl", "true").lower() == "false":
-            tls = {}
-        elif parts[-1].query:
-            tls.setdefault("ssl_cert_reqs", "required")
+        # Any TLS option turns TLS on, ssl=false turns it off.
+        wants_tls = bool(tls) and tls.pop("ssl", "true").lower() == "true"
+        tls = tls | {"ssl_cert_reqs": tls.get("ssl_cert_reqs", "required")} if wants_tls else {}
         username = next((unquote(p.username) for p in parts if p.username), None)
         password = next((unquote(p.password) for p in parts if p.password), None)
-        return cls(hosts, int(db_text), username, password, tls)
+        return cls(hosts, int(db_text), username, password, tls, auth)
 
     @property
     def broker_url(self) -> str:

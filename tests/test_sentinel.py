@@ -10,29 +10,38 @@ from pathlib import Path
 import pytest
 
 from devkit import samples
-from devkit.procs import RedisServer, free_port, wait_for
+from devkit.procs import RedisServer, celery_worker, free_port, wait_for
 from devkit.redisbin import redis_server_binary
 from receiver.app import create_app
 from shared import redisconn
 from shared.settings import ConfigError, Settings
-from tests.helpers import TOKEN, Pipeline, SandboxClient
+from tests.helpers import TOKEN, Pipeline, SandboxClient, to_env
 
 MASTER = "rainbridge-master"
 
 
-@pytest.fixture
-def sentinel_url(tmp_path: Path) -> Iterator[str]:
-    """A private Redis and one Sentinel watching it; yields the sentinel:// URL."""
+SENTINEL_PASSWORD = "sentinel-password-0123456789"
+
+
+@pytest.fixture(params=["open", "guarded"])
+def sentinel_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A private Redis and one Sentinel watching it (asking for a password, when guarded); its URL."""
     server = RedisServer(tmp_path / "master")
     server.start()
     port = free_port()
     conf = tmp_path / "sentinel.conf"
-    conf.write_text(f"port {port}\nbind 127.0.0.1\nsentinel monitor {MASTER} 127.0.0.1 {server.port} 1\n")
+    guarded = request.param == "guarded"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\nsentinel monitor {MASTER} 127.0.0.1 {server.port} 1\n"
+        + (f"requirepass {SENTINEL_PASSWORD}\n" if guarded else "")
+    )
     proc = subprocess.Popen(
         [redis_server_binary(), str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        url = f"sentinel://127.0.0.1:{port}/0"
+        url = f"sentinel://127.0.0.1:{port}/0" + (
+            f"?sentinel_password={SENTINEL_PASSWORD}" if guarded else ""
+        )
         probe = Settings(redis_url=url, redis_sentinel_master=MASTER)
         wait_for(lambda: redisconn.connect(probe).ping(), what="the master through Sentinel")
         yield url
@@ -89,6 +98,16 @@ def test_a_sentinel_url_reads_the_user_the_database_and_tls_options() -> None:
     )
     assert plain.sentinels.tls == {}
     assert Settings(redis_url="sentinel://a:1/0?ssl=true").sentinels.tls == {"ssl_cert_reqs": "required"}
+    assert Settings(redis_url="sentinel://a:1/0?ssl=false&ssl_ca_certs=/x").sentinels.tls == {}
+    # Sentinels that ask for a password of their own are told it apart from the master's
+    guarded = Settings(redis_url="sentinel://a:1/0?sentinel_password=s%26cret&ssl_ca_certs=/x").sentinels
+    assert guarded.sentinel_kwargs == {
+        "ssl": True,
+        "ssl_ca_certs": "/x",
+        "ssl_cert_reqs": "required",
+        "password": "s&cret",
+    }
+    assert guarded.password is None
 
 
 @pytest.mark.parametrize(
@@ -99,9 +118,29 @@ def test_a_sentinel_url_reads_the_user_the_database_and_tls_options() -> None:
         ("sentinel://a:1/1;sentinel://b:2/0", "one database"),
         ("sentinel://a:1;sentinel://b:2/zero", "one database"),
         ("sentinel://a:1/0?ssl_cert_reqs=maybe", "ssl_cert_reqs= other than"),
+        ("sentinel://a:1/0?sentinel_username=u", "sentinel_username without sentinel_password"),
     ],
 )
 def test_a_malformed_sentinel_url_is_refused_naming_the_variable(raw: str, said: str) -> None:
     with pytest.raises(ConfigError, match="REDIS_URL") as refused:
         Settings.from_env({"REDIS_URL": raw, "REDIS_SENTINEL_MASTER": MASTER})
     assert said in str(refused.value)
+
+
+@pytest.mark.parametrize("sentinel_url", ["guarded"], indirect=True)
+def test_a_wrong_sentinel_password_stops_the_worker_at_start_with_one_line(
+    settings: Settings, sentinel_url: str, tmp_path: Path
+) -> None:
+    wrong = sentinel_url.replace(SENTINEL_PASSWORD, "not-it-0123456789")
+    worker = celery_worker(
+        to_env(dataclasses.replace(settings, redis_url=wrong, redis_sentinel_master=MASTER)),
+        tmp_path / "worker.log",
+        name="refused",
+    )
+    try:
+        wait_for(lambda: not worker.alive(), timeout=30, what="the worker to stop")
+        lines = [line for line in worker.output().splitlines() if "configuration error" in line]
+        assert lines and "REDIS_URL: a Sentinel refused the password" in lines[0], worker.output()[-2000:]
+        assert "not-it-0123456789" not in worker.output()
+    finally:
+        worker.stop()

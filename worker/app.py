@@ -54,10 +54,10 @@ def create_app(settings: Settings) -> Celery:
     if settings.uses_sentinel:
         named = settings.sentinels
         broker_url, tls = named.broker_url, dict(named.tls) or None
+        # kombu takes TLS for the master as broker_use_ssl, and for the Sentinels separately.
         sentinel_options = {"master_name": settings.redis_sentinel_master}
-        if tls:
-            # kombu takes TLS for the master as broker_use_ssl, and for the Sentinels separately.
-            sentinel_options["sentinel_kwargs"] = {"ssl": True, **tls}
+        if named.sentinel_kwargs:
+            sentinel_options["sentinel_kwargs"] = named.sentinel_kwargs
     app = Celery("rainbridge", broker=broker_url)
     app.conf.update(
         # Reliability: ack after the task ran; a task whose process died goes back to the queue.
