@@ -42,6 +42,13 @@ HOUSEKEEP_TASK = "rainbridge.housekeep"
 TICK_SECONDS = 1.0
 HOUSEKEEP_SECONDS = 60.0
 
+#: How long a tick or a drain's successor may wait to run before Celery discards it (seconds).
+#: A worker far from Redis can take several seconds from send to start (200 ms round trips made
+#: most 2 s ones expire, stalling the stages until a tick got through; tests/test_hosts.py). A
+#: late one is harmless: a drain of an empty stream does nothing, and ticks never pile up (one is
+#: sent only while the stage's queue is empty).
+STAGE_TASK_EXPIRES_SECONDS = 30.0
+
 # Sends a tick only when this second's lease is free and nothing of the stage is queued, so
 # ticks never pile up behind busy workers. Celery's Redis transport keeps a queue as a list
 # named after it (priority 0, the only one rainbridge uses).
@@ -100,7 +107,7 @@ class Ticker:
                 for stage in self._stages:
                     lease = f"{keys.TICK_PREFIX}{stage}"
                     if script(keys=[lease, stage], args=[self._owner, lease_ms]):
-                        self._send(STAGE_TASKS[stage], stage, 2 * TICK_SECONDS)
+                        self._send(STAGE_TASKS[stage], stage, STAGE_TASK_EXPIRES_SECONDS)
                 if started >= next_housekeep:
                     lease = f"{keys.TICK_PREFIX}housekeep"
                     if client.set(lease, self._owner, nx=True, px=int(HOUSEKEEP_SECONDS * 1000)):

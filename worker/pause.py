@@ -59,11 +59,15 @@ def now_ms() -> int:
 
 def paused_until(client: redis.Redis, host: str | None = None) -> int:
     """Epoch ms until which delivery is paused (for every worker, or on ``host``); 0 when it is not."""
-    raw = client.get(keys.PAUSE)
-    until = int(raw) if raw else 0
-    if host is not None:
-        own = client.hget(HOST_PAUSES, host)
-        until = max(until, int(own) if own else 0)
+    if host is None:
+        raw = client.get(keys.PAUSE)
+        until = int(raw) if raw else 0
+    else:
+        # Both in one round trip: a worker far from Redis checks this twice per batch.
+        reads = client.pipeline(transaction=False)
+        reads.get(keys.PAUSE)
+        reads.hget(HOST_PAUSES, host)
+        until = max((int(raw) for raw in reads.execute() if raw), default=0)
     return until if until > now_ms() else 0
 
 
@@ -110,9 +114,11 @@ def host_pauses(client: redis.Redis) -> dict[str, int]:
 
 def succeeded(client: redis.Redis, host: str | None = None) -> None:
     """AEP took a request: the next failure starts the back-off from the bottom again."""
-    client.delete(FAILURES)
+    resets = client.pipeline(transaction=False)
+    resets.delete(FAILURES)
     if host is not None:
-        client.hdel(HOST_FAILURES, host)
+        resets.hdel(HOST_FAILURES, host)
+    resets.execute()
 
 
 def retry_after_ms(header: str | None) -> int | None:

@@ -38,7 +38,7 @@ def register(
             summary = run(resources.get())
             drains.record_run(resources.get().redis, stage)
         if summary.busy:
-            again.apply_async(expires=2 * BUDGET_SECONDS)  # a backlog: keep this drain going
+            again.apply_async(expires=drains.STAGE_TASK_EXPIRES_SECONDS)  # a backlog: keep it going
         return summary
 
     @app.task(name=drains.STAGE_TASKS["ingest"])
