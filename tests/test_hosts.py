@@ -345,8 +345,10 @@ def test_a_host_cut_off_mid_batch_is_taken_over_and_recovers_by_itself(
 
     # When host1's link goes down mid-batch (Redis gone for it), and host2 is there
     bed.unplug(1)
+    cut_at = time.monotonic()
     sandbox.faults(slow_ms=0)
     bed.start_worker(2)
+    ready_at = time.monotonic()
 
     # Then host2 takes the batch over and sends it again (host1's answer never reached Redis)
     def taken_over() -> bool:
@@ -354,6 +356,10 @@ def test_a_host_cut_off_mid_batch_is_taken_over_and_recovers_by_itself(
         return held(client, "host1") == 0 and all(copies.count(tid) >= 2 for tid in batch)
 
     wait_for(taken_over, timeout=60, what="host2 to take host1's batch over")
+    print(
+        f"\nhost1 cut off mid-batch: host2 sent its 30 again {time.monotonic() - cut_at:.1f} s after the cut"
+        f" ({time.monotonic() - ready_at:.1f} s after host2 was ready; PENDING_CLAIM_SECONDS=3)"
+    )
 
     # When the link comes back, host1 recovers by itself: with host2 gone, it delivers the rest
     bed.plug(1)
