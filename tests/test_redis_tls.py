@@ -173,6 +173,21 @@ def start_worker(settings: Settings, tmp_path: Path) -> Process:
     return celery_worker(to_env(settings), tmp_path / "worker.log", name="doomed")
 
 
+def assert_each_process_stops_with(bad: Settings, tmp_path: Path, said: str) -> None:
+    """A worker and the receiver on ``bad`` each stop at start, their first config line saying ``said``."""
+    worker = start_worker(bad, tmp_path)
+    receiver = gunicorn(to_env(bad), free_port(), tmp_path / "gunicorn.log")
+    try:
+        for proc in (worker, receiver):
+            wait_for(lambda proc=proc: not proc.alive(), timeout=30, what="the process to stop")
+            lines = [line for line in proc.output().splitlines() if "configuration error" in line]
+            assert lines and said in lines[0], proc.output()[-2000:]
+            assert PASSWORD not in proc.output() and "not-it-0123456789" not in proc.output()
+    finally:
+        worker.stop()
+        receiver.stop()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("wrong", "said"),
@@ -189,17 +204,7 @@ def test_a_wrong_ca_or_password_stops_each_process_at_start_with_one_line(
     )
     bad = dataclasses.replace(settings, redis_url=url)
 
-    worker = start_worker(bad, tmp_path)
-    receiver = gunicorn(to_env(bad), free_port(), tmp_path / "gunicorn.log")
-    try:
-        for proc in (worker, receiver):
-            wait_for(lambda proc=proc: not proc.alive(), timeout=30, what="the process to stop")
-            lines = [line for line in proc.output().splitlines() if "configuration error" in line]
-            assert lines and said in lines[0], proc.output()[-2000:]
-            assert PASSWORD not in proc.output() and "not-it-0123456789" not in proc.output()
-    finally:
-        worker.stop()
-        receiver.stop()
+    assert_each_process_stops_with(bad, tmp_path, said)
 
 
 @dataclass
@@ -360,14 +365,4 @@ def test_a_wrong_ca_or_password_behind_sentinels_stops_each_process_at_start_wit
         else tls_sentinels.url(password="not-it-0123456789")
     )
     bad = dataclasses.replace(settings, redis_url=url, redis_sentinel_master=MASTER)
-    worker = start_worker(bad, tmp_path)
-    receiver = gunicorn(to_env(bad), free_port(), tmp_path / "gunicorn.log")
-    try:
-        for proc in (worker, receiver):
-            wait_for(lambda proc=proc: not proc.alive(), timeout=30, what="the process to stop")
-            lines = [line for line in proc.output().splitlines() if "configuration error" in line]
-            assert lines and said in lines[0], proc.output()[-2000:]
-            assert PASSWORD not in proc.output() and "not-it-0123456789" not in proc.output()
-    finally:
-        worker.stop()
-        receiver.stop()
+    assert_each_process_stops_with(bad, tmp_path, said)
